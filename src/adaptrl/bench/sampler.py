@@ -1,0 +1,88 @@
+"""`adaptrl bench sampler`: the sampler's env-steps/s against a raw `mujoco.mj_step` loop."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from ..nets import GaussianMLPPolicy
+from ..sampling import Sampler
+from ..tasks import get_family
+
+
+def raw_mj_step_rate(family, steps: int, seed: int = 0) -> float:
+    """Env-steps/s of a plain single-thread loop: set ``ctrl``, ``mj_step`` ``frame_skip`` times,
+    on one ``MjData`` of the family's model, with controls drawn beforehand (no policy, no
+    observation assembly: the physics alone)."""
+    import mujoco
+
+    from ..envs.mujoco_env import BODIES, load_model
+
+    spec = BODIES[get_family(family).body]
+    model = load_model(spec.xml)
+    data = mujoco.MjData(model)
+    rng = np.random.default_rng(seed)
+    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+    controls = rng.uniform(lo, hi, size=(steps, model.nu))
+    mujoco.mj_step(model, data, nstep=spec.frame_skip)  # warm-up
+    start = time.perf_counter()
+    for i in range(steps):
+        data.ctrl[:] = controls[i]
+        mujoco.mj_step(model, data, nstep=spec.frame_skip)
+        if i % 1000 == 999:  # keep the body in the typical regime (a fallen walker is cheaper)
+            mujoco.mj_resetData(model, data)
+    return steps / (time.perf_counter() - start)
+
+
+def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int | None = None,
+                  hidden=(100, 100), repeats: int = 1, seed: int = 0,
+                  threads: int | None = None) -> dict:
+    """Time ``repeats`` full sampler batches (policy inference and rewards included) and a raw
+    single-thread physics loop on the same model, in this process."""
+    fam = get_family(family)
+    sampler = Sampler(fam, tasks, episodes, horizon=horizon, threads=threads)
+    policy = GaussianMLPPolicy(fam.obs_dim, fam.act_dim, hidden)
+    rng = np.random.default_rng(seed)
+    params = fam.sample(tasks, rng)
+    actor = policy.actor()
+    # warm-up: a short batch so that first-call costs (thread pools, allocations) are not timed
+    Sampler(fam, 2, 2, horizon=2, threads=threads).sample(actor, fam.sample(2, rng), rng)
+    steps, seconds = 0, 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        episodes_ = sampler.sample(actor, params, rng)
+        seconds += time.perf_counter() - start
+        steps += episodes_.num_steps
+    rate = steps / seconds
+    result = {
+        "family": fam.name, "tasks": tasks, "episodes": episodes, "horizon": sampler.horizon,
+        "policy": f"{'x'.join(map(str, hidden))} relu", "steps": steps, "seconds": seconds,
+        "steps_per_s": rate, "raw_steps_per_s": None, "ratio": None,
+        "mujoco_threads": getattr(sampler.env, "threads", None),
+        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+    }
+    if fam.body != "point":
+        raw = raw_mj_step_rate(fam, min(steps, 20_000), seed)
+        result["raw_steps_per_s"] = raw
+        result["ratio"] = rate / raw
+    return result
+
+
+def format_result(r: dict) -> str:
+    lines = [
+        f"sampler  {r['family']}: {r['tasks']} tasks x {r['episodes']} episodes x "
+        f"H={r['horizon']}, policy {r['policy']}, mujoco threads {r['mujoco_threads']}, "
+        f"torch threads {r['torch_threads']}",
+        f"  sampler (policy + rewards included): {r['steps_per_s']:>10,.0f} env-steps/s "
+        f"({r['steps']:,} steps in {r['seconds']:.2f} s)",
+    ]
+    if r["raw_steps_per_s"] is None:
+        lines.append("  raw mj_step loop: n/a (this family is not a MuJoCo body)")
+    else:
+        lines.append(f"  raw mj_step loop (1 thread):          {r['raw_steps_per_s']:>10,.0f} "
+                     "env-steps/s")
+        lines.append(f"  ratio sampler / raw:                  {r['ratio']:>10.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""The batched-simulator contract: T tasks × N episodes stepped in lock-step.
+
+Episodes that end are masked, never reset mid-batch: a finished environment keeps its last
+observation, is no longer simulated, and yields reward 0. ``active`` tells which are still running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..tasks import TaskFamily, get_family
+
+
+@dataclass
+class StepResult:
+    """One lock-step transition of all T·N environments.
+
+    obs: ``[T, N, obs_dim]`` float32, the observation after the step.
+    reward: ``[T, N]`` float32 (0 where the environment had already finished).
+    terminated: ``[T, N]`` bool, True where the episode ended on this step.
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+
+
+class BatchEnv:
+    """Base class: owns tasks, the done-mask and the reward; subclasses own the physics.
+
+    Subclasses implement ``_reset_state(rng) -> obs [B, obs_dim]`` and
+    ``_simulate(index, action) -> obs [len(index), obs_dim]`` where ``index`` lists the flat
+    indices (task-major) of the environments still running and ``action`` is already clipped.
+    """
+
+    def __init__(self, family: TaskFamily | str, num_tasks: int, num_episodes: int):
+        self.family = get_family(family)
+        if int(num_tasks) < 1 or int(num_episodes) < 1:
+            raise ValueError(
+                f"need at least one task and one episode, got {num_tasks} × {num_episodes}"
+            )
+        self.num_tasks = int(num_tasks)
+        self.num_episodes = int(num_episodes)
+        self.batch_size = self.num_tasks * self.num_episodes
+        self.obs_dim = self.family.obs_dim
+        self.act_dim = self.family.act_dim
+        self.horizon = self.family.horizon
+        self.params: np.ndarray | None = None
+        self._params_t: torch.Tensor | None = None
+        self._obs = np.zeros((self.num_tasks, self.num_episodes, self.obs_dim), np.float32)
+        self.active = np.zeros((self.num_tasks, self.num_episodes), dtype=bool)
+
+    # action bounds, [act_dim] float32 each
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+    def set_tasks(self, params) -> None:
+        """Give each of the T tasks its parameters ψ, ``[T, k]``."""
+        params = self.family.check_params(params)
+        if params.shape[0] != self.num_tasks:
+            raise ValueError(
+                f"this env runs {self.num_tasks} task(s); got parameters for {params.shape[0]}"
+            )
+        self.params = params.copy()
+        self._params_t = torch.as_tensor(params, dtype=torch.float32)[:, None, :]
+        self._apply_params(params)
+
+    def _apply_params(self, params: np.ndarray) -> None:
+        """Hook for families whose ψ changes the physics."""
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        """Start all T·N episodes; returns ``obs [T, N, obs_dim]`` float32."""
+        if self.params is None:
+            raise RuntimeError("call set_tasks(params) before reset()")
+        obs = self._reset_state(rng)
+        self._obs[:] = obs.reshape(self._obs.shape)
+        self.active[:] = True
+        return self._obs.copy()
+
+    def step(self, action) -> StepResult:
+        """Advance every running environment by one control step.
+
+        action: ``[T, N, act_dim]``; it is clipped to the action bounds.
+        """
+        if self.params is None or not self.active.any():
+            raise RuntimeError("reset() the environment before step() (all episodes are over)")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (self.num_tasks, self.num_episodes, self.act_dim):
+            raise ValueError(
+                f"action must have shape {(self.num_tasks, self.num_episodes, self.act_dim)}, "
+                f"got {action.shape}"
+            )
+        action = np.clip(action, self.action_low, self.action_high)
+        prev_obs = self._obs.copy()
+        running = self.active.reshape(-1)
+        flat_obs = self._obs.reshape(self.batch_size, self.obs_dim)
+        if running.all():
+            flat_obs[:] = self._simulate(None, action.reshape(self.batch_size, self.act_dim))
+        else:
+            index = np.flatnonzero(running)
+            flat_obs[index] = self._simulate(index, action.reshape(self.batch_size, -1)[index])
+        obs_t = torch.from_numpy(self._obs)
+        with torch.no_grad():
+            reward = self.family.reward(
+                torch.from_numpy(prev_obs), torch.from_numpy(action), obs_t, self._params_t
+            ).to(torch.float32).numpy()
+            terminated = self.family.terminated(obs_t, self._params_t).numpy()
+        was_active = self.active.copy()
+        reward = np.where(was_active, reward, 0.0).astype(np.float32)
+        terminated = terminated & was_active
+        self.active &= ~terminated
+        return StepResult(self._obs.copy(), reward, terminated)
+
+    # ── subclass hooks ──
+    def _reset_state(self, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def _simulate(self, index, action: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PointEnv(BatchEnv):
+    """2-D point mass (MAML): starts at the origin, s' = s + clip(a, ±0.1). Pure array math."""
+
+    def __init__(self, family, num_tasks, num_episodes):
+        super().__init__(family, num_tasks, num_episodes)
+        self.action_low = np.full(2, -0.1, np.float32)
+        self.action_high = np.full(2, 0.1, np.float32)
+        self._pos = np.zeros((self.batch_size, 2), np.float32)
+
+    def _reset_state(self, rng):
+        self._pos[:] = 0.0
+        return self._pos
+
+    def _simulate(self, index, action):
+        if index is None:
+            self._pos += action
+            return self._pos
+        self._pos[index] += action
+        return self._pos[index]

@@ -1,0 +1,234 @@
+"""MuJoCo bodies stepped in batches through the official `mujoco` bindings.
+
+All running environments advance in one call per control step: ``mujoco.rollout`` takes the
+batch of physics states and one step's controls, runs ``frame_skip`` physics steps for each on a
+persistent pool of native threads (``mj_step`` releases the GIL), and returns the new states.
+Observations are sliced out of the state array with array operations, laid out as Gymnasium's
+v5 environments (see `adaptrl.tasks.families` for the indices).
+
+Models are Gymnasium's own XML assets, so the bodies are the ones everybody benchmarks on.
+The solver's warm start is not carried from one control step to the next (``rollout`` starts each
+call cold); this changes contact solutions at the level of solver tolerance only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import weakref
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from ..tasks.families import DYNAMICS_SIZES
+from .base import BatchEnv
+
+STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+def gymnasium_asset(filename: str) -> str:
+    """Path of one of Gymnasium's MuJoCo XML files (installed with the package; no download)."""
+    import gymnasium.envs.mujoco as gym_mujoco
+
+    path = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", filename)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Gymnasium's MuJoCo asset {filename} is missing ({path})")
+    return path
+
+
+@dataclass(frozen=True)
+class BodySpec:
+    """How a Gymnasium v5 body is simulated and observed.
+
+    qpos_start: first qpos entry in the observation (v5 excludes the x or x,y position).
+    qvel_clip: v5 Hopper/Walker clip velocities to ±10 in the observation.
+    qpos_noise / qvel_noise: reset noise scale; ``qvel_normal`` draws qvel noise from a normal
+        distribution (HalfCheetah, Ant) instead of a uniform one.
+    """
+
+    xml: str
+    frame_skip: int
+    qpos_start: int
+    qvel_clip: float | None
+    qpos_noise: float
+    qvel_noise: float
+    qvel_normal: bool
+
+
+BODIES: dict[str, BodySpec] = {
+    "half_cheetah": BodySpec("half_cheetah.xml", 5, 1, None, 0.1, 0.1, True),
+    "half_cheetah_full": BodySpec("half_cheetah.xml", 5, 0, None, 0.1, 0.1, True),
+    "hopper": BodySpec("hopper.xml", 4, 1, 10.0, 5e-3, 5e-3, False),
+    "walker2d": BodySpec("walker2d_v5.xml", 4, 1, 10.0, 5e-3, 5e-3, False),
+    "ant": BodySpec("ant.xml", 5, 2, None, 0.1, 0.1, True),
+    "ant_xy": BodySpec("ant.xml", 5, 0, None, 0.1, 0.1, True),
+    "humanoid": BodySpec("humanoid.xml", 5, 2, None, 1e-2, 1e-2, False),
+}
+
+_MODEL_CACHE: dict[str, mujoco.MjModel] = {}
+
+
+def load_model(xml: str) -> mujoco.MjModel:
+    """A fresh copy of a Gymnasium model (parsed once per process).
+
+    HalfCheetah's XML asks the compiler to rescale its masses to 14 kg (``settotalmass``), an
+    attribute MuJoCo has deprecated; we strip it and rescale on the compiled model instead
+    (``mj_setTotalmass`` + ``mj_setConst``), which gives identical masses and inertias and keeps
+    working once the attribute is gone.
+    """
+    if xml not in _MODEL_CACHE:
+        text = open(gymnasium_asset(xml)).read()
+        match = re.search(r'\s*settotalmass="([0-9.eE+-]+)"', text)
+        if match is None:
+            model = mujoco.MjModel.from_xml_path(gymnasium_asset(xml))
+        else:
+            model = mujoco.MjModel.from_xml_string(text.replace(match.group(0), ""))
+            mujoco.mj_setTotalmass(model, float(match.group(1)))
+            mujoco.mj_setConst(model, mujoco.MjData(model))
+        _MODEL_CACHE[xml] = model
+    return copy.copy(_MODEL_CACHE[xml])
+
+
+def scale_dynamics(model: mujoco.MjModel, exponents: np.ndarray, body: str) -> mujoco.MjModel:
+    """PEARL's rand-param scaling: every body mass, inertia, joint damping and geom friction
+    coefficient (world body excluded) is multiplied by 1.5^u, with one u per entry of ψ."""
+    sizes = DYNAMICS_SIZES[body]
+    if exponents.shape != (sum(sizes.values()),):
+        raise ValueError(f"{body} dynamics take {sum(sizes.values())} exponents")
+    scale = 1.5 ** np.asarray(exponents, dtype=np.float64)
+    out = copy.copy(model)
+    cursor = 0
+    for name, size in sizes.items():
+        array = getattr(out, name)
+        target = array[1:] if name.startswith("body_") else array  # skip the world body
+        if target.size != size:
+            raise ValueError(f"{body}: model has {target.size} {name} entries, expected {size}")
+        target.reshape(-1)[:] = target.reshape(-1) * scale[cursor:cursor + size]
+        cursor += size
+    return out
+
+
+class MujocoBatchEnv(BatchEnv):
+    """T·N copies of one MuJoCo body (per-task models where ψ changes the physics)."""
+
+    def __init__(self, family, num_tasks, num_episodes, threads: int | None = None):
+        super().__init__(family, num_tasks, num_episodes)
+        self.spec = BODIES[self.family.body]
+        self.model = load_model(self.spec.xml)
+        m = self.model
+        self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
+        self.nstate = mujoco.mj_stateSize(m, STATE_SPEC)
+        if self.nstate != 1 + self.nq + self.nv:
+            raise RuntimeError(f"unexpected physics state layout for {self.spec.xml}")
+        expected_obs = self.nq - self.spec.qpos_start + self.nv
+        if expected_obs != self.obs_dim or self.nu != self.act_dim:
+            raise RuntimeError(
+                f"family '{self.family.name}' declares obs/act dims {self.obs_dim}/{self.act_dim},"
+                f" the model gives {expected_obs}/{self.nu}"
+            )
+        self.action_low = m.actuator_ctrlrange[:, 0].astype(np.float32)
+        self.action_high = m.actuator_ctrlrange[:, 1].astype(np.float32)
+        self.threads = int(threads or min(os.cpu_count() or 1, 8))
+        self._datas = [mujoco.MjData(m) for _ in range(self.threads)]
+        # one model per environment, as the rollout takes them (per-task copies when ψ changes
+        # the physics)
+        self._models: list[mujoco.MjModel] = [m] * self.batch_size
+        self._rollout = mj_rollout.Rollout(nthread=self.threads)
+        weakref.finalize(self, self._rollout.close)
+        B, fs = self.batch_size, self.spec.frame_skip
+        self._state = np.zeros((B, self.nstate))
+        self._rollout_out = np.zeros((B, fs, self.nstate))
+        self._sensor_out = np.zeros((B, fs, m.nsensordata))
+        self._ctrl = np.zeros((B, fs, self.nu))
+        self._obs_buf = np.zeros((B, self.obs_dim), np.float32)
+
+    def _apply_params(self, params):
+        if self.family.dynamics is None:
+            return
+        per_task = [scale_dynamics(self.model, p, self.family.dynamics) for p in params]
+        self._models = [m for m in per_task for _ in range(self.num_episodes)]
+
+    def model_of(self, task: int) -> mujoco.MjModel:
+        """The (possibly ψ-scaled) model that task ``task`` runs on."""
+        return self._models[task * self.num_episodes]
+
+    def _reset_state(self, rng):
+        m, spec, B = self.model, self.spec, self.batch_size
+        qpos = m.qpos0 + rng.uniform(-spec.qpos_noise, spec.qpos_noise, size=(B, self.nq))
+        if spec.qvel_normal:
+            qvel = spec.qvel_noise * rng.standard_normal(size=(B, self.nv))
+        else:
+            qvel = rng.uniform(-spec.qvel_noise, spec.qvel_noise, size=(B, self.nv))
+        self._state[:, 0] = 0.0
+        self._state[:, 1:1 + self.nq] = qpos
+        self._state[:, 1 + self.nq:] = qvel
+        return self._observe(self._state)
+
+    def _observe(self, state):
+        """Observation rows from physics states ``[n, nstate]`` (array slicing, no loops)."""
+        n = state.shape[0]
+        out = self._obs_buf[:n]
+        nq_obs = self.nq - self.spec.qpos_start
+        out[:, :nq_obs] = state[:, 1 + self.spec.qpos_start:1 + self.nq]
+        qvel = state[:, 1 + self.nq:]
+        if self.spec.qvel_clip is not None:
+            np.clip(qvel, -self.spec.qvel_clip, self.spec.qvel_clip, out=out[:, nq_obs:])
+        else:
+            out[:, nq_obs:] = qvel
+        return out
+
+    def _simulate(self, index, action):
+        if index is None:
+            n, models, start = self.batch_size, self._models, self._state
+        else:
+            n, models, start = len(index), [self._models[i] for i in index], self._state[index]
+        ctrl = self._ctrl[:n]
+        ctrl[:] = action[:, None, :]  # the control is held for frame_skip physics steps
+        out = self._rollout_out[:n]
+        # shapes are exact here, so the wrapper's per-call checks and tiling are skipped
+        self._rollout.rollout(
+            models, self._datas, start, ctrl, nstep=self.spec.frame_skip, state=out,
+            sensordata=self._sensor_out[:n], skip_checks=True,
+        )
+        if index is None:
+            self._state[:] = out[:, -1]
+        else:
+            self._state[index] = out[:, -1]
+        return self._observe(out[:, -1])
+
+    def set_physics_state(self, qpos, qvel) -> np.ndarray:
+        """Put every environment in the given state (``qpos [T, N, nq]``, ``qvel [T, N, nv]``),
+        mark all episodes running, and return the observations ``[T, N, obs_dim]``."""
+        if self.params is None:
+            raise RuntimeError("call set_tasks(params) before set_physics_state()")
+        B = self.batch_size
+        self._state[:, 0] = 0.0
+        self._state[:, 1:1 + self.nq] = np.asarray(qpos, np.float64).reshape(B, self.nq)
+        self._state[:, 1 + self.nq:] = np.asarray(qvel, np.float64).reshape(B, self.nv)
+        self._obs[:] = self._observe(self._state).reshape(self._obs.shape)
+        self.active[:] = True
+        return self._obs.copy()
+
+    def physics_state(self) -> np.ndarray:
+        """Copy of the full physics states ``[T, N, nstate]`` (time, qpos, qvel)."""
+        return self._state.reshape(self.num_tasks, self.num_episodes, -1).copy()
+
+
+def random_policy_states(family, episodes: int, seed: int) -> np.ndarray:
+    """Observations visited by a uniform random policy, ``[episodes * H, obs_dim]`` (float64).
+
+    Used to compute Cheetah-Highdim's state normalizer; the reward is never evaluated here, so
+    the family's own normalizer need not exist yet.
+    """
+    env = MujocoBatchEnv(family, 1, episodes)
+    env.set_tasks(np.zeros((1, env.family.param_dim)))
+    rng = np.random.default_rng(seed)
+    env._reset_state(rng)
+    states = []
+    for _ in range(env.horizon):
+        action = rng.uniform(env.action_low, env.action_high, size=(episodes, env.act_dim))
+        states.append(env._simulate(None, action).astype(np.float64))
+    return np.concatenate(states, axis=0)

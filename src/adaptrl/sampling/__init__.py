@@ -1,0 +1,6 @@
+"""Rollouts of many tasks at once, the `Episodes` container, GAE and the linear baseline."""
+
+from .episodes import Episodes, LinearFeatureBaseline
+from .sampler import Actor, Sampler
+
+__all__ = ["Actor", "Episodes", "LinearFeatureBaseline", "Sampler"]

@@ -1,0 +1,325 @@
+"""The task families of adaptrl.
+
+Observation layouts follow Gymnasium's v5 MuJoCo environments (indices below). Rewards read the
+velocity from the observation (``qvel`` at the end of the control step) rather than from the
+finite difference of positions used by MAML/PEARL/Gymnasium: that keeps r_ψ a function of
+(s, a, s') alone, which model-based methods need; averaged over an episode the two agree closely.
+
+Where the papers disagree, the default and the named variant:
+* ``point-nav`` uses the distance −‖s'−g‖ (MAML's code); ``point-nav-sq`` uses −‖s'−g‖² (MAML's text).
+* ``cheetah-vel`` draws target velocities from U[0,2] (MAML); ``cheetah-vel-pearl`` from U[0,3]
+  (PEARL); ``cheetah-vel-hard`` trains on U[0,1.5] and tests on U[2.5,3.0] (OOD literature).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from importlib import resources
+
+import numpy as np
+import torch
+
+from .base import (
+    BoundarySplit,
+    BoxSplit,
+    CircleSplit,
+    DiscreteSplit,
+    DiskSplit,
+    TaskFamily,
+)
+
+# ─── observation layouts (Gymnasium v5) ──────────────────────────────────────────────────────
+# half_cheetah: qpos[1:] (8) + qvel (9) = 17;           vx = obs[8]
+# half_cheetah_full: qpos (9) + qvel (9) = 18 (x kept);  vx = obs[9]
+# hopper: qpos[1:] (5) + clip(qvel, ±10) (6) = 11;       z = obs[0], angle = obs[1], vx = obs[5]
+# walker2d: qpos[1:] (8) + clip(qvel, ±10) (9) = 17;     z = obs[0], angle = obs[1], vx = obs[8]
+# ant: qpos[2:] (13) + qvel (14) = 27 (no contact forces); z = obs[0], vx,vy = obs[13:15]
+# ant_xy: qpos (15) + qvel (14) = 29;                    x,y = obs[0:2], z = obs[2]
+# humanoid: qpos[2:] (22) + qvel (23) = 45 (no cinert/cvel/actuator/contact terms);
+#           z = obs[0], vx,vy = obs[22:24] (torso velocity)
+OBS_DIM = {"point": 2, "half_cheetah": 17, "half_cheetah_full": 18, "hopper": 11,
+           "walker2d": 17, "ant": 27, "ant_xy": 29, "humanoid": 45}
+ACT_DIM = {"point": 2, "half_cheetah": 6, "half_cheetah_full": 6, "hopper": 3, "walker2d": 6,
+           "ant": 8, "ant_xy": 8, "humanoid": 17}
+VX_INDEX = {"half_cheetah": 8, "half_cheetah_full": 9, "hopper": 5, "walker2d": 8, "ant": 13,
+            "humanoid": 22}
+
+# Sizes of the physics arrays that the random-dynamics families scale (world body excluded).
+DYNAMICS_SIZES = {
+    "hopper": {"body_mass": 4, "body_inertia": 12, "dof_damping": 6, "geom_friction": 15},
+    "walker2d": {"body_mass": 7, "body_inertia": 21, "dof_damping": 9, "geom_friction": 24},
+}
+
+MAML = "Finn et al. 2017 (MAML)"
+PEARL = "Rakelly et al. 2019 (PEARL)"
+ADMRL = "Lin et al. 2020 (AdMRL)"
+
+
+def _ctrl(act, weight):
+    return weight * (act**2).sum(-1)
+
+
+# ─── termination rules (Gymnasium v5 health checks, on the observation) ─────────────────────
+def _hopper_unhealthy(obs, params):
+    z, angle = obs[..., 0], obs[..., 1]
+    state_ok = (obs[..., 1:].abs() < 100.0).all(-1)
+    healthy = (z > 0.7) & (angle.abs() < 0.2) & state_ok & torch.isfinite(obs).all(-1)
+    return ~healthy
+
+
+def _walker_unhealthy(obs, params):
+    z, angle = obs[..., 0], obs[..., 1]
+    healthy = (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0) & torch.isfinite(obs).all(-1)
+    return ~healthy
+
+
+def _ant_unhealthy(z_index):
+    def rule(obs, params):
+        z = obs[..., z_index]
+        return ~((z >= 0.2) & (z <= 1.0) & torch.isfinite(obs).all(-1))
+
+    return rule
+
+
+def _humanoid_unhealthy(obs, params):
+    z = obs[..., 0]
+    return ~((z > 1.0) & (z < 2.0) & torch.isfinite(obs).all(-1))
+
+
+# ─── families ────────────────────────────────────────────────────────────────────────────────
+REGISTRY: dict[str, TaskFamily] = {}
+
+
+def register(family: TaskFamily) -> TaskFamily:
+    if family.name in REGISTRY:
+        raise ValueError(f"task family '{family.name}' is already registered")
+    REGISTRY[family.name] = family
+    return family
+
+
+def _point_nav(name, squared):
+    def reward(obs, act, next_obs, params):
+        dist2 = ((next_obs - params) ** 2).sum(-1)
+        # the square root's gradient at 0 is infinite; the clamp keeps it finite at the goal
+        return -dist2 if squared else -torch.sqrt(dist2.clamp_min(1e-12))
+
+    def reached(next_obs, params):
+        return ((next_obs - params) ** 2).sum(-1) < 0.01**2
+
+    box = BoxSplit((-0.5, -0.5), (0.5, 0.5))
+    return TaskFamily(
+        name=name, body="point", param_names=("goal_x", "goal_y"),
+        low=[-0.5, -0.5], high=[0.5, 0.5], horizon=100, obs_dim=2, act_dim=2, source=MAML,
+        reward_doc="-||s'-g||²" if squared else "-||s'-g||",
+        reward_fn=reward, terminated_fn=reached,
+        splits={"train": box, "test": box, "boundary": BoundarySplit(box.low, box.high)},
+        notes="starts at the origin; s' = s + clip(a, ±0.1); ends within 0.01 of the goal",
+    )
+
+
+register(_point_nav("point-nav", squared=False))
+register(_point_nav("point-nav-sq", squared=True))
+
+
+def _cheetah_vel(name, train, test, ood=None, source=MAML):
+    vx = VX_INDEX["half_cheetah"]
+
+    def reward(obs, act, next_obs, params):
+        return -(next_obs[..., vx] - params[..., 0]).abs() - _ctrl(act, 0.05)
+
+    splits = {"train": BoxSplit((train[0],), (train[1],)), "test": BoxSplit((test[0],), (test[1],))}
+    if ood is not None:
+        splits["ood"] = BoxSplit((ood[0],), (ood[1],))
+    lo, hi = min(train[0], test[0]), max(train[1], test[1])
+    return TaskFamily(
+        name=name, body="half_cheetah", param_names=("target_vx",), low=[lo], high=[hi],
+        horizon=200, obs_dim=17, act_dim=6, source=source,
+        reward_doc="-|vx-ψ| - 0.05||a||²", reward_fn=reward, splits=splits,
+    )
+
+
+register(_cheetah_vel("cheetah-vel", (0.0, 2.0), (0.0, 2.0)))
+register(_cheetah_vel("cheetah-vel-pearl", (0.0, 3.0), (0.0, 3.0), source=PEARL))
+register(_cheetah_vel("cheetah-vel-hard", (0.0, 1.5), (2.5, 3.0), ood=(2.5, 3.0),
+                      source="OOD meta-RL benchmarks (train U[0,1.5], test U[2.5,3.0])"))
+
+
+def _direction_family(name, body, ctrl_weight, alive, source, terminated_fn, act_dim, obs_dim):
+    vx = VX_INDEX[body]
+
+    def reward(obs, act, next_obs, params):
+        return params[..., 0] * next_obs[..., vx] - _ctrl(act, ctrl_weight) + alive
+
+    both = DiscreteSplit(((-1.0,), (1.0,)))
+    doc = f"ψ·vx - {ctrl_weight:g}||a||²" + (f" + {alive:g}" if alive else "")
+    return TaskFamily(
+        name=name, body=body, param_names=("direction",), low=[-1.0], high=[1.0], horizon=200,
+        obs_dim=obs_dim, act_dim=act_dim, source=source, reward_doc=doc, reward_fn=reward,
+        terminated_fn=terminated_fn, splits={"train": both, "test": both},
+        discrete=np.array([[-1.0], [1.0]]),
+    )
+
+
+register(_direction_family("cheetah-dir", "half_cheetah", 0.05, 0.0, MAML, None, 6, 17))
+register(_direction_family("ant-dir", "ant", 0.005, 0.05, MAML, _ant_unhealthy(0), 8, 27))
+
+
+def _ant_vel():
+    vx = VX_INDEX["ant"]
+
+    def reward(obs, act, next_obs, params):
+        return -(next_obs[..., vx] - params[..., 0]).abs() - _ctrl(act, 0.005) + 0.05
+
+    box = BoxSplit((0.0,), (3.0,))
+    return TaskFamily(
+        name="ant-vel", body="ant", param_names=("target_vx",), low=[0.0], high=[3.0],
+        horizon=200, obs_dim=27, act_dim=8, source=MAML,
+        reward_doc="-|vx-ψ| - 0.005||a||² + 0.05", reward_fn=reward,
+        terminated_fn=_ant_unhealthy(0), splits={"train": box, "test": box},
+    )
+
+
+register(_ant_vel())
+
+
+def _angle_direction(name, body, forward_weight, ctrl_weight, alive, terminated_fn, obs_dim,
+                     act_dim):
+    vx = VX_INDEX[body]
+
+    def reward(obs, act, next_obs, params):
+        theta = params[..., 0]
+        along = next_obs[..., vx] * torch.cos(theta) + next_obs[..., vx + 1] * torch.sin(theta)
+        return forward_weight * along - _ctrl(act, ctrl_weight) + alive
+
+    circle = BoxSplit((0.0,), (2 * math.pi,))
+    return TaskFamily(
+        name=name, body=body, param_names=("theta",), low=[0.0], high=[2 * math.pi],
+        horizon=200, obs_dim=obs_dim, act_dim=act_dim, source=PEARL,
+        reward_doc=f"{forward_weight:g}·v_xy·(cosψ,sinψ) - {ctrl_weight:g}||a||² + {alive:g}",
+        reward_fn=reward, terminated_fn=terminated_fn, splits={"train": circle, "test": circle},
+    )
+
+
+register(_angle_direction("ant-dir-2d", "ant", 1.0, 0.5, 1.0, _ant_unhealthy(0), 27, 8))
+register(_angle_direction("humanoid-dir", "humanoid", 1.25, 0.1, 5.0, _humanoid_unhealthy, 45, 17))
+
+
+def _ant_goal():
+    def reward(obs, act, next_obs, params):
+        return -(next_obs[..., 0:2] - params).abs().sum(-1) - _ctrl(act, 0.1)
+
+    disk = DiskSplit(3.0)
+    return TaskFamily(
+        name="ant-goal", body="ant_xy", param_names=("goal_x", "goal_y"), low=[-3.0, -3.0],
+        high=[3.0, 3.0], horizon=200, obs_dim=29, act_dim=8, source=PEARL,
+        reward_doc="-||xy-g||₁ - 0.1||a||²", reward_fn=reward, terminated_fn=_ant_unhealthy(2),
+        splits={"train": disk, "test": disk, "boundary": CircleSplit(3.0)},
+        notes="goals uniform in the disk of radius 3",
+    )
+
+
+register(_ant_goal())
+
+
+def _rand_params(name, body, terminated_fn, obs_dim, act_dim):
+    vx = VX_INDEX[body]
+
+    def reward(obs, act, next_obs, params):
+        return next_obs[..., vx] + 1.0 - _ctrl(act, 1e-3)
+
+    names = tuple(
+        f"log1.5_{array}[{i}]" for array, size in DYNAMICS_SIZES[body].items() for i in range(size)
+    )
+    k = len(names)
+    box = BoxSplit((-3.0,) * k, (3.0,) * k)
+    return TaskFamily(
+        name=name, body=body, param_names=names, low=[-3.0] * k, high=[3.0] * k, horizon=200,
+        obs_dim=obs_dim, act_dim=act_dim, source=PEARL + " rand-param envs",
+        reward_doc="vx + 1 - 0.001||a||² (ψ scales physics by 1.5^ψ)", reward_fn=reward,
+        terminated_fn=terminated_fn, splits={"train": box, "test": box}, dynamics=body,
+        notes="ψ = exponents u: body masses, inertias, joint damping, geom friction × 1.5^u",
+    )
+
+
+register(_rand_params("hopper-params", "hopper", _hopper_unhealthy, 11, 3))
+register(_rand_params("walker-params", "walker2d", _walker_unhealthy, 17, 6))
+
+
+def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood=None):
+    """AdMRL's velocity/height families: r = -(c₁|vx-ψx| + c₂|vy-ψy| + c₃|z-ψz|) + alive - ctrl.
+
+    ``coef`` lists (index into obs, coefficient) for each dimension of ψ in order; ``dims`` names
+    them (0 = x-velocity, 1 = y-velocity, 2 = height).
+    """
+    index = torch.tensor([i for i, _ in coef])
+    weight = torch.tensor([c for _, c in coef])
+
+    def reward(obs, act, next_obs, params):
+        w = weight.to(dtype=params.dtype, device=params.device)
+        target = next_obs[..., index.to(next_obs.device)].to(params.dtype)
+        return -((target - params).abs() * w).sum(-1) + 1.0 - _ctrl(act, ctrl_weight)
+
+    splits = {"train": BoxSplit(tuple(low), tuple(high)), "test": BoxSplit(tuple(low), tuple(high))}
+    if ood is not None:
+        splits["ood"] = BoundarySplit(tuple(ood[0]), tuple(ood[1]))
+    names = {0: "target_vx", 1: "target_vy", 2: "target_z"}
+    param_names = tuple(names[j] for j in dims)
+    terms = " + ".join(f"{c:g}|{names[j][7:]}-ψ{names[j][7:]}|" for j, (_, c) in zip(dims, coef))
+    return TaskFamily(
+        name=name, body=body, param_names=param_names, low=low, high=high, horizon=200,
+        obs_dim=obs_dim, act_dim=act_dim, source=ADMRL,
+        reward_doc=f"-({terms}) + 1 - {ctrl_weight:g}||a||²", reward_fn=reward, splits=splits,
+        notes="no early termination (fixed-length episodes, as model-based rollouts need)",
+        weights={names[j]: c for j, (_, c) in zip(dims, coef)},
+    )
+
+
+register(_admrl("hopper-2d", "hopper", [-2.0, 1.2], [2.0, 2.0], [(5, 1.0), (0, 5.0)], (0, 2),
+                1e-3, 11, 3))
+register(_admrl("walker-2d", "walker2d", [-2.0, 1.0], [2.0, 1.8], [(8, 1.0), (0, 5.0)], (0, 2),
+                1e-3, 17, 6))
+register(_admrl("ant-2d", "ant", [-3.0, -3.0], [3.0, 3.0], [(13, 1.0), (14, 1.0)], (0, 1),
+                0.5, 27, 8, ood=([-5.0, -5.0], [5.0, 5.0])))
+register(_admrl("ant-3d", "ant", [-3.0, -3.0, 0.4], [3.0, 3.0, 0.6],
+                [(13, 1.0), (14, 1.0), (0, 30.0)], (0, 1, 2), 0.5, 27, 8))
+
+
+# ─── Cheetah-Highdim ─────────────────────────────────────────────────────────────────────────
+HIGHDIM_NORMALIZER_FILE = "cheetah_highdim_norm.json"
+
+
+@functools.cache
+def highdim_normalizer() -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of HalfCheetah states (18-d, x kept) under a uniform random policy, shipped
+    with the package; `adaptrl normalizer` recomputes it."""
+    text = resources.files("adaptrl.tasks").joinpath("data", HIGHDIM_NORMALIZER_FILE).read_text()
+    data = json.loads(text)
+    mean = torch.tensor(data["mean"], dtype=torch.float64)
+    std = torch.tensor(data["std"], dtype=torch.float64)
+    if mean.shape != (18,) or std.shape != (18,) or not bool((std > 0).all()):
+        raise ValueError(f"corrupt {HIGHDIM_NORMALIZER_FILE}: need 18 means and 18 positive stds")
+    return mean, std
+
+
+def _cheetah_highdim():
+    def reward(obs, act, next_obs, params):
+        mean, std = highdim_normalizer()
+        normalized = (next_obs - mean.to(next_obs)) / std.to(next_obs)
+        return (params * normalized.to(params.dtype)).sum(-1) - _ctrl(act, 0.05)
+
+    k = 18
+    box = BoxSplit((-1.0,) * k, (1.0,) * k)
+    return TaskFamily(
+        name="cheetah-highdim", body="half_cheetah_full",
+        param_names=tuple(f"w{i}" for i in range(k)), low=[-1.0] * k, high=[1.0] * k,
+        horizon=200, obs_dim=18, act_dim=6, source=ADMRL,
+        reward_doc="ψᵀ normalize(s') - 0.05||a||²", reward_fn=reward,
+        splits={"train": box, "test": BoundarySplit(box.low, box.high),
+                "boundary": BoundarySplit(box.low, box.high)},
+        notes="test split: uniform on the boundary of [-1,1]^18, as in AdMRL's evaluation",
+    )
+
+
+register(_cheetah_highdim())
