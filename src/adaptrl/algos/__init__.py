@@ -1,0 +1,15 @@
+"""Meta-RL methods, one file each, sharing samplers, networks and optimizers."""
+
+from .base import (
+    ALGORITHMS,
+    Adapted,
+    BaseConfig,
+    MetaAlgorithm,
+    config_fields,
+    get_algorithm,
+    option,
+    register_algorithm,
+)
+
+__all__ = ["ALGORITHMS", "Adapted", "BaseConfig", "MetaAlgorithm", "config_fields",
+           "get_algorithm", "option", "register_algorithm"]

@@ -1,0 +1,129 @@
+"""The method protocol that the runner, the evaluation protocol, checkpoints and the CLI share.
+
+Every method is a `MetaAlgorithm` subclass with a typed `Config` dataclass and four entry points:
+
+* ``train_step(rng) -> dict[str, float]``: one meta-iteration; the metrics to log.
+* ``adapt(tasks, budgets, rng) -> list[Adapted]``: meta-test adaptation of T tasks at once, one
+  `Adapted` per budget (for gradient methods a budget is a number of adaptation steps, each
+  using ``config.fast_batch`` episodes per task); methods adapt incrementally, so the budgets
+  0,1,2,3 cost three steps, not six.
+* ``state_dict()`` / ``load_state_dict(state)``: everything needed to resume exactly (networks,
+  optimizer states, baselines, counters). The runner saves its own RNG state beside it.
+
+Randomness: a method draws only from the ``numpy.random.Generator`` it is handed (the sampler
+derives torch generators from it); it never touches global RNGs after construction. The
+constructor may use torch's global RNG for network initialisation: the runner seeds it first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import UnknownNameError
+from ..sampling import Actor
+from ..tasks import TaskFamily
+
+
+def option(default, help: str, **kwargs):
+    """A config field with its one-line help text (shown by ``--help`` and in errors)."""
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help},
+                     **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class BaseConfig:
+    """Fields every method has. Subclasses add their own (flat, typed, each with help)."""
+
+    iterations: int = option(100, "meta-training iterations")
+    checkpoint_every: int = option(10, "write a checkpoint every k iterations (and at the end)")
+    meta_batch: int = option(20, "tasks per meta-iteration")
+    fast_batch: int = option(20, "episodes per task for each adaptation step")
+    horizon: int = option(0, "episode length; 0 means the family's horizon")
+    hidden_sizes: list = option([100, 100], "policy hidden layer widths")
+    activation: str = option("relu", "policy activation: relu, tanh or elu")
+    gamma: float = option(0.99, "discount")
+    gae_lambda: float = option(1.0, "GAE λ (1.0: Monte-Carlo returns minus baseline, as MAML)")
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible value."""
+        for name in ("iterations", "checkpoint_every", "meta_batch", "fast_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.horizon < 0:
+            raise ValueError(f"horizon must be ≥ 0, got {self.horizon}")
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+
+
+@dataclass
+class Adapted:
+    """A policy adapted to T tasks.
+
+    actor: a sampler callable ``(obs [T, N, obs_dim], generator) -> actions``.
+    samples: environment steps used for adaptation, per task ``[T]``.
+    seconds: wall time of the adaptation (cumulative up to this budget), for all T tasks.
+    """
+
+    actor: Actor
+    samples: np.ndarray
+    seconds: float
+
+
+class MetaAlgorithm:
+    """Base class of every method (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = BaseConfig
+
+    def __init__(self, family: TaskFamily, config: BaseConfig):
+        self.family = family
+        self.config = config
+        self.iteration = 0
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon or self.family.horizon
+
+    def train_step(self, rng: np.random.Generator) -> dict[str, float]:
+        raise NotImplementedError
+
+    def adapt(self, tasks: np.ndarray, budgets: list[int], rng: np.random.Generator
+              ) -> list[Adapted]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}
+
+
+def register_algorithm(cls: type[MetaAlgorithm]) -> type[MetaAlgorithm]:
+    ALGORITHMS[cls.name] = cls
+    return cls
+
+
+def get_algorithm(name: str) -> type[MetaAlgorithm]:
+    from . import _load_all  # noqa: F401  (registers the built-in methods)
+
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise UnknownNameError("algorithm", name, ALGORITHMS) from None
+
+
+def config_fields(config_cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_cls)}
