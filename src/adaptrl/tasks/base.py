@@ -267,9 +267,10 @@ class TaskFamily:
 
     def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Whether the episode ends on arriving in ``next_obs``; ``[...]`` bool."""
+        shape = torch.broadcast_shapes(next_obs.shape[:-1], params.shape[:-1])
         if self.terminated_fn is None:
-            return torch.zeros(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
-        return self.terminated_fn(next_obs, params)
+            return torch.zeros(shape, dtype=torch.bool, device=next_obs.device)
+        return self.terminated_fn(next_obs, params).expand(shape)
 
     def describe(self) -> dict:
         return {

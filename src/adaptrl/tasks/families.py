@@ -227,7 +227,9 @@ def _rand_params(name, body, terminated_fn, obs_dim, act_dim):
     vx = VX_INDEX[body]
 
     def reward(obs, act, next_obs, params):
-        return next_obs[..., vx] + 1.0 - _ctrl(act, 1e-3)
+        r = next_obs[..., vx] + 1.0 - _ctrl(act, 1e-3)
+        # ψ changes the physics, not the reward; still broadcast over the task axis
+        return r.expand(torch.broadcast_shapes(r.shape, params.shape[:-1]))
 
     names = tuple(
         f"log1.5_{array}[{i}]" for array, size in DYNAMICS_SIZES[body].items() for i in range(size)
