@@ -27,12 +27,17 @@ class TaskEnv(gym.Env):
         high = self._batch.action_high.astype(np.float32)
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.family.obs_dim,), np.float64)
+        # the task chosen by the user (None: draw a training task at every reset) and the task
+        # of the running episode, kept apart so that set_task() mid-episode waits for reset()
         self._task = None if task is None else self.family.check_params(task)[0]
+        self._episode_task: np.ndarray | None = None
         self._t = 0
+        self._done = True
 
     @property
     def task(self) -> np.ndarray | None:
-        return None if self._task is None else self._task.copy()
+        """The task of the running episode (None before the first reset)."""
+        return None if self._episode_task is None else self._episode_task.copy()
 
     def set_task(self, params) -> None:
         """Use task ψ from the next ``reset`` on."""
@@ -43,22 +48,26 @@ class TaskEnv(gym.Env):
         if options and "task" in options:
             self.set_task(options["task"])
         if self._task is None:
-            self._task = self.family.sample(1, self.np_random)[0]
-        self._batch.set_tasks(self._task[None])
+            self._episode_task = self.family.sample(1, self.np_random)[0]
+        else:
+            self._episode_task = self._task.copy()
+        self._batch.set_tasks(self._episode_task[None])
         obs = self._batch.reset(self.np_random)
         self._t = 0
-        return obs[0, 0].astype(np.float64), {"task": self._task.copy()}
+        self._done = False
+        return obs[0, 0].astype(np.float64), {"task": self._episode_task.copy()}
 
     def step(self, action):
-        if not self._batch.active.any():
+        if self._done:
             raise RuntimeError("the episode is over: call reset()")
         action = np.asarray(action, dtype=np.float32).reshape(1, 1, -1)
         result = self._batch.step(action)
         self._t += 1
         terminated = bool(result.terminated[0, 0])
         truncated = (not terminated) and self._t >= self.family.horizon
+        self._done = terminated or truncated
         return (result.obs[0, 0].astype(np.float64), float(result.reward[0, 0]), terminated,
-                truncated, {"task": self._task.copy()})
+                truncated, {"task": self._episode_task.copy()})
 
 
 def register_all() -> list[str]:

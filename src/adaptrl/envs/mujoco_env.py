@@ -80,7 +80,8 @@ def load_model(xml: str) -> mujoco.MjModel:
     working once the attribute is gone.
     """
     if xml not in _MODEL_CACHE:
-        text = open(gymnasium_asset(xml)).read()
+        with open(gymnasium_asset(xml)) as f:
+            text = f.read()
         match = re.search(r'\s*settotalmass="([0-9.eE+-]+)"', text)
         if match is None:
             model = mujoco.MjModel.from_xml_path(gymnasium_asset(xml))
