@@ -36,8 +36,10 @@ class TaskEnv(gym.Env):
 
     @property
     def task(self) -> np.ndarray | None:
-        """The task of the running episode (None before the first reset)."""
-        return None if self._episode_task is None else self._episode_task.copy()
+        """The task set by the user (used from the next reset on), else the running episode's
+        (None before the first reset); ``info['task']`` always names the episode's task."""
+        task = self._task if self._task is not None else self._episode_task
+        return None if task is None else task.copy()
 
     def set_task(self, params) -> None:
         """Use task ψ from the next ``reset`` on."""
