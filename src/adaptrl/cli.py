@@ -3,6 +3,12 @@
     adaptrl envs [--json]
     adaptrl bench sampler FAMILY [--tasks 40 --episodes 20] [--json]
     adaptrl normalizer cheetah-highdim [--episodes 100 --seed 0] [--out PATH]
+    adaptrl train ALGO FAMILY [--preset NAME] [--set key=value ...] [--seed N] [--out DIR]
+                  [--resume] [--no-progress]
+    adaptrl train ALGO --list-options [--preset NAME] [--set key=value ...]
+    adaptrl eval RUN_DIR [--split test|grid|boundary|ood | --tasks FILE.json] [--steps 0,1,2,3]
+                 [--episodes 20] [--seed 0] [--num-tasks 40] [--per-dim 6]
+    adaptrl compare RUN_DIR... [--split test] [--out DIR]
 
 Mistakes in names or arguments print one line that lists the valid choices, and exit with 2.
 """
@@ -11,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from .errors import AdaptrlError
+from .runner import configure_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,17 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def configure_threads() -> int:
-    """Torch's intra-op threads, set deliberately: one per core (``ADAPTRL_TORCH_THREADS``
-    overrides). MuJoCo's rollout threads and torch never run at the same moment in the sampler,
-    so they share the cores instead of oversubscribing them."""
-    import torch
-
-    n = int(os.environ.get("ADAPTRL_TORCH_THREADS", os.cpu_count() or 1))
-    torch.set_num_threads(max(1, n))
-    return torch.get_num_threads()
 
 
 def _positive_int(text: str) -> int:
@@ -52,6 +47,84 @@ def _family_arg(text: str) -> str:
         return get_family(text).name
     except AdaptrlError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _algo_arg(text: str) -> str:
+    from .algos import get_algorithm
+
+    try:
+        return get_algorithm(text).name
+    except AdaptrlError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_train_parser(sub) -> None:
+    """The `train` subcommand."""
+    train = sub.add_parser(
+        "train", help="meta-train a method on a task family in a run folder",
+        description="Meta-train ALGO on FAMILY. The run folder holds config.yaml, metrics.csv, "
+                    "TensorBoard events (tb/) and checkpoints/; `--resume` continues it exactly. "
+                    "`adaptrl train ALGO --list-options` lists the config fields for --set.")
+    train.add_argument("algo", type=_algo_arg, metavar="ALGO")
+    train.add_argument("family", type=_family_arg, metavar="FAMILY", nargs="?")
+    train.add_argument("--preset", default=None,
+                       help="a named preset of ALGO (see --list-options) or a .yaml file")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       dest="overrides", help="override one config field (repeatable)")
+    train.add_argument("--seed", type=int, default=None,
+                       help="run seed (0; when resuming, the run's own)")
+    train.add_argument("--out", default=None,
+                       help="run folder (runs/<algo>-<family>-s<seed>)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in the folder from its latest checkpoint; "
+                            "--set iterations=N extends it")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--list-options", action="store_true",
+                       help="print ALGO's config fields (with --preset/--set applied) and exit")
+
+
+# = adaptrl.eval.SPLITS, spelled out so that building the parser does not import matplotlib
+EVAL_SPLITS = ("test", "grid", "boundary", "ood")
+
+
+def _steps_arg(text: str) -> list[int]:
+    from .eval import parse_steps
+
+    try:
+        return parse_steps(text)
+    except AdaptrlError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_eval_parsers(sub) -> None:
+    """The `eval` and `compare` subcommands."""
+    ev = sub.add_parser("eval", help="meta-test a run: adapt with each budget, roll out, "
+                        "compare with the oracle; writes RUN_DIR/eval/<split>/")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `adaptrl train`")
+    which = ev.add_mutually_exclusive_group()
+    which.add_argument("--split", choices=EVAL_SPLITS, default=None,
+                       help="task set: test (default), grid over Ψ, boundary of Ψ, or ood")
+    which.add_argument("--tasks", metavar="FILE.json", default=None,
+                       help="evaluate on the tasks in a JSON list of lists (values may lie "
+                            "outside Ψ); the split is named after the file")
+    ev.add_argument("--steps", type=_steps_arg, default=[0, 1, 2, 3],
+                    help="adaptation budgets, increasing (0,1,2,3)")
+    ev.add_argument("--episodes", type=_positive_int, default=20,
+                    help="fresh episodes per task after adapting (20)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="evaluation seed: the same seed gives every run the same tasks (0)")
+    ev.add_argument("--num-tasks", type=_positive_int, default=40,
+                    help="tasks for the test, boundary and ood splits (40)")
+    ev.add_argument("--per-dim", type=_positive_int, default=None,
+                    help="grid points per parameter (6 for 1-D/2-D families, 4 for 3-D)")
+
+    cmp = sub.add_parser("compare", help="one table and one plot of several runs' evaluations")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--split", default="test",
+                     help="which evaluation to compare (test; a task file's name for --tasks)")
+    cmp.add_argument("--out", default=None,
+                     help="folder for compare.md and compare.png "
+                          "(<common parent of the runs>/compare-<split>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--episodes", type=_positive_int, default=100)
     norm.add_argument("--seed", type=int, default=0)
     norm.add_argument("--out", default=None, help="file to write (the packaged file)")
+    _add_eval_parsers(sub)
+    _add_train_parser(sub)
     return parser
 
 
@@ -139,7 +214,79 @@ def cmd_normalizer(args) -> int:
     return 0
 
 
-COMMANDS = {"envs": cmd_envs, "bench": cmd_bench, "normalizer": cmd_normalizer}
+def cmd_eval(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .eval import (eval_dir, evaluate, format_table, load_task_file, split_name_for_file,
+                       tasks_for_split, write_eval_json, write_reports)
+    from .runner import load_run
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise AdaptrlError(f"run folder {run_dir} does not exist")
+    algo, _config, info = load_run(run_dir)
+    family = algo.family
+    # tasks and evaluation draw from separate streams of one seed: every run evaluated with
+    # the same seed sees the same tasks, whatever its method consumes
+    task_seed, eval_seed = np.random.SeedSequence(args.seed).spawn(2)
+    if args.tasks is not None:
+        tasks, split = load_task_file(family, args.tasks), split_name_for_file(args.tasks)
+    else:
+        split = args.split or "test"
+        tasks = tasks_for_split(family, split, args.num_tasks, np.random.default_rng(task_seed),
+                                per_dim=args.per_dim)
+    configure_threads()
+    result = evaluate(algo, family, tasks, args.steps, args.episodes,
+                      np.random.default_rng(eval_seed), split=split, seed=args.seed)
+    result["run"] = {"dir": str(run_dir), "seed": info["seed"],
+                     "iteration": info["iteration"], "checkpoint": str(info["checkpoint"])}
+    out = eval_dir(run_dir, split)
+    paths = {"eval": write_eval_json(result, out / "eval.json"), **write_reports(result, out)}
+    print(format_table(result))
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import describe_options, make_config
+    from .runner import train
+
+    if args.list_options:
+        print(describe_options(args.algo, make_config(args.algo, args.preset, args.overrides)))
+        return 0
+    if args.family is None:
+        from .tasks import family_names
+
+        raise AdaptrlError(f"train needs a FAMILY after {args.algo}; known: "
+                           f"{', '.join(sorted(family_names()))}")
+    configure_threads()
+    try:
+        run_dir = train(args.algo, args.family, preset=args.preset, overrides=args.overrides,
+                        seed=args.seed, out=args.out, resume=args.resume,
+                        progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("adaptrl: interrupted; continue from the last checkpoint with --resume",
+              file=sys.stderr)
+        return 130
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .eval import write_compare
+
+    table, paths = write_compare(args.run_dirs, args.split, args.out)
+    print(table)
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"envs": cmd_envs, "bench": cmd_bench, "normalizer": cmd_normalizer, "eval": cmd_eval,
+            "compare": cmd_compare, "train": cmd_train}
 
 
 def main(argv=None) -> int:

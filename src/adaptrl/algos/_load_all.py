@@ -1,1 +1,3 @@
 """Importing this module registers the built-in methods."""
+
+from . import baselines, maml, reptile  # noqa: F401

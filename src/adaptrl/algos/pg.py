@@ -1,0 +1,204 @@
+"""Shared machinery of the gradient-based methods (MAML, FOMAML, Reptile and their baselines).
+
+Adaptation is a pure function over per-task parameter dicts: one REINFORCE step with the linear
+feature baseline,
+
+    θ'_i = θ_i − α ∇_θ L_i(θ_i),   L_i(θ) = −(1/M_i) Σ_{n,t} m_{nt} log π_θ(a_{nt}|s_{nt}) Â_{nt}
+
+computed for all T tasks in one backward pass (the loss is a sum over tasks, each task's term
+depends only on its own slice of the per-task parameters). ``create_graph=True`` keeps the graph
+for MAML's second-order meta-gradient; without it the step is first order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..nets import GaussianMLPPolicy, Params
+from ..sampling import Episodes, LinearFeatureBaseline, Sampler
+from .base import Adapted, BaseConfig, MetaAlgorithm, option
+
+
+@dataclass
+class PGConfig(BaseConfig):
+    """Settings shared by the policy-gradient meta-learners (MAML defaults)."""
+
+    inner_lr: float = option(0.1, "inner (adaptation) step size α")
+    inner_steps: int = option(1, "adaptation steps during meta-training")
+    normalize_advantages: bool = option(True, "centre and scale advantages per task")
+    init_log_std: float = option(0.0, "initial log standard deviation of the policy")
+    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)")
+    cg_iters: int = option(10, "conjugate-gradient iterations of the TRPO step")
+    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product")
+    cg_subsample: float = option(1.0, "fraction of each task's episodes used for the curvature "
+                                 "(Fisher/Hessian-vector) products of the TRPO step")
+    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor")
+    ls_max_steps: int = option(15, "line-search trials before the step is refused")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.inner_lr < 0:
+            raise ValueError(f"inner_lr must be ≥ 0, got {self.inner_lr}")
+        if self.inner_steps < 0:
+            raise ValueError(f"inner_steps must be ≥ 0, got {self.inner_steps}")
+        if self.max_kl <= 0:
+            raise ValueError(f"max_kl must be > 0, got {self.max_kl}")
+        if self.cg_iters < 1 or self.ls_max_steps < 1:
+            raise ValueError("cg_iters and ls_max_steps must be ≥ 1")
+        if not 0 < self.ls_backtrack_ratio < 1:
+            raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
+        if not 0 < self.cg_subsample <= 1:
+            raise ValueError(f"cg_subsample must be in (0, 1], got {self.cg_subsample}")
+        if self.cg_damping < 0:
+            raise ValueError(f"cg_damping must be ≥ 0, got {self.cg_damping}")
+
+
+def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
+    """The first ⌈fraction·N⌉ episodes of every task (episodes are i.i.d., so a prefix is an
+    unbiased subsample and needs no random draw); used for cheaper curvature products, as in
+    rllab's conjugate-gradient optimizer."""
+    if fraction >= 1.0:
+        return episodes
+    keep = max(1, int(np.ceil(fraction * episodes.num_episodes)))
+    return dataclasses.replace(
+        episodes, obs=episodes.obs[:, :keep], actions=episodes.actions[:, :keep],
+        rewards=episodes.rewards[:, :keep], next_obs=episodes.next_obs[:, :keep],
+        mask=episodes.mask[:, :keep], terminated=episodes.terminated[:, :keep])
+
+
+def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each task's valid steps: ``x, mask [T, N, H]`` → ``[T]``."""
+    return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1.0)
+
+
+class PolicyGradientMethod(MetaAlgorithm):
+    """A Gaussian MLP policy adapted by REINFORCE steps; subclasses define meta-training.
+
+    ``condition_on_task`` appends ψ to the observation (the task-conditioned oracle).
+    """
+
+    Config = PGConfig
+    condition_on_task = False
+
+    def __init__(self, family, config: PGConfig):
+        super().__init__(family, config)
+        obs_dim = family.obs_dim + (family.param_dim if self.condition_on_task else 0)
+        self.policy = GaussianMLPPolicy(obs_dim, family.act_dim, tuple(config.hidden_sizes),
+                                        config.activation, config.init_log_std)
+        self.baseline = LinearFeatureBaseline()
+        self._samplers: dict[tuple[int, int], Sampler] = {}
+
+    # ── sampling ──
+    def sampler(self, num_tasks: int, num_episodes: int | None = None) -> Sampler:
+        """A cached sampler for T tasks × N episodes (environments are built once)."""
+        key = (num_tasks, num_episodes or self.config.fast_batch)
+        if key not in self._samplers:
+            self._samplers[key] = Sampler(self.family, key[0], key[1], horizon=self.horizon)
+        return self._samplers[key]
+
+    def actor(self, params: Params | None, tasks: np.ndarray | None = None,
+              deterministic: bool = False):
+        """Sampler callable for ``params`` (shared or per task)."""
+        if not self.condition_on_task:
+            return self.policy.actor(params, deterministic)
+        psi = torch.as_tensor(tasks, dtype=torch.float32)[:, None, :]
+
+        def act(obs, generator):
+            full = torch.cat([obs, psi.expand(*obs.shape[:-1], psi.shape[-1])], dim=-1)
+            return self.policy.sample(full, params, generator, deterministic)
+
+        return act
+
+    def policy_obs(self, episodes: Episodes, next_obs: bool = False) -> torch.Tensor:
+        """The observations the policy sees (with ψ appended for the oracle)."""
+        obs = episodes.next_obs if next_obs else episodes.obs
+        if not self.condition_on_task:
+            return obs
+        psi = torch.as_tensor(episodes.params, dtype=torch.float32)[:, None, None, :]
+        return torch.cat([obs, psi.expand(*obs.shape[:-1], psi.shape[-1])], dim=-1)
+
+    # ── advantages and the adaptation step ──
+    def advantages(self, episodes: Episodes) -> torch.Tensor:
+        """Per-task baseline fit, GAE, optional per-task normalisation; ``[T, N, H]``."""
+        cfg = self.config
+        baseline = LinearFeatureBaseline(self.baseline.reg_coeff).fit(episodes, cfg.gamma)
+        adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
+        if cfg.normalize_advantages:
+            mask = episodes.mask
+            mean = masked_task_mean(adv, mask)[:, None, None]
+            var = masked_task_mean((adv - mean) ** 2, mask)[:, None, None]
+            adv = (adv - mean) / (var.sqrt() + 1e-8) * mask
+        return adv.detach()
+
+    def inner_loss(self, params: Params, episodes: Episodes, advantages: torch.Tensor
+                   ) -> torch.Tensor:
+        """REINFORCE loss per task ``[T]`` for per-task ``params``."""
+        logp = self.policy.log_prob(self.policy_obs(episodes), episodes.actions, params)
+        return -masked_task_mean(logp * advantages, episodes.mask)
+
+    def inner_update(self, params: Params, episodes: Episodes, advantages: torch.Tensor,
+                     create_graph: bool = False) -> Params:
+        """θ' = θ − α ∇L_i(θ) for every task at once (see the module docstring)."""
+        with torch.enable_grad():
+            # detached parameters (meta-test, Reptile) get leaf copies to differentiate
+            wrt = {k: v if v.requires_grad else v.detach().requires_grad_()
+                   for k, v in params.items()}
+            loss = self.inner_loss(wrt, episodes, advantages).sum()
+            grads = torch.autograd.grad(loss, list(wrt.values()), create_graph=create_graph)
+        return {k: v - self.config.inner_lr * g for (k, v), g in zip(params.items(), grads)}
+
+    # ── meta-test adaptation (shared by every gradient method and baseline) ──
+    def adapt(self, tasks, budgets, rng):
+        tasks = self.family.check_params(tasks)
+        requested = [int(b) for b in budgets]
+        budgets = sorted(set(requested))
+        if budgets and budgets[0] < 0:
+            raise ValueError(f"adaptation budgets must be ≥ 0, got {budgets}")
+        T = len(tasks)
+        sampler = self.sampler(T)
+        params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}
+        results: dict[int, Adapted] = {}
+        samples = np.zeros(T)
+        start = time.perf_counter()
+        for step in range(max(budgets, default=0) + 1):
+            if step in budgets:
+                results[step] = Adapted(self.actor(params, tasks), samples.copy(),
+                                        time.perf_counter() - start)
+            if step == max(budgets):
+                break
+            episodes = sampler.sample(self.actor(params, tasks), tasks, rng)
+            samples += episodes.mask.sum((1, 2)).numpy()
+            params = {k: v.detach() for k, v in
+                      self.inner_update(params, episodes, self.advantages(episodes)).items()}
+        return [results[b] for b in requested]
+
+    # ── checkpoints ──
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.iteration = int(state["iteration"])
+
+
+def episode_metrics(prefix: str, episodes: Episodes) -> dict[str, float]:
+    returns = episodes.episode_returns()
+    return {f"{prefix}": float(returns.mean()),
+            f"{prefix}_std": float(returns.std()) if returns.numel() > 1 else 0.0}
+
+
+def trpo_metrics(info: dict) -> dict[str, float]:
+    """TRPO diagnostics as floats under ``trpo/``; a refused update is logged as
+    ``trpo/refused = 1`` and its reason is reported as a warning (metrics stay numeric)."""
+    out = {f"trpo/{k}": float(v) for k, v in info.items()
+           if isinstance(v, (int, float, bool)) and not isinstance(v, str)}
+    out["trpo/refused"] = 0.0 if info.get("refused") is None else 1.0
+    if info.get("refused") is not None:
+        warnings.warn(f"TRPO refused the update: {info['refused']}", RuntimeWarning, stacklevel=2)
+    return out

@@ -1,0 +1,72 @@
+"""Batched Reptile for RL (Nichol & Schulman 2018; Algorithm 3 of ../shared/papers/002).
+
+One meta-iteration: sample T tasks; starting from θ, take k policy-gradient steps on each task
+(fresh episodes before every step, the same REINFORCE step as MAML's inner loop, all tasks in one
+batched call); then move the initialisation toward the adapted parameters,
+
+    θ ← θ + ε · (1/T) Σ_i (θ_i − θ).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .base import option, register_algorithm
+from .pg import PGConfig, PolicyGradientMethod, episode_metrics
+
+
+@dataclass
+class ReptileConfig(PGConfig):
+    reptile_steps: int = option(3, "k: policy-gradient steps per task in each meta-iteration")
+    meta_lr: float = option(1.0, "ε: step toward the mean adapted parameters")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.reptile_steps < 1:
+            raise ValueError(f"reptile_steps must be ≥ 1, got {self.reptile_steps}")
+        if not 0 < self.meta_lr:
+            raise ValueError(f"meta_lr must be > 0, got {self.meta_lr}")
+
+
+@register_algorithm
+class Reptile(PolicyGradientMethod):
+    name = "reptile"
+    Config = ReptileConfig
+
+    def train_step(self, rng):
+        cfg = self.config
+        T = cfg.meta_batch
+        sampler = self.sampler(T)
+        tasks = self.family.sample(T, rng)
+        start, sample_s = time.perf_counter(), 0.0
+        metrics = {}
+
+        # ── k adaptation steps per task, batched over tasks ─────────────────────────────────
+        params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}
+        for step in range(cfg.reptile_steps):
+            t0 = time.perf_counter()
+            episodes = sampler.sample(self.actor(params, tasks), tasks, rng)
+            sample_s += time.perf_counter() - t0
+            if step == 0:
+                metrics.update(episode_metrics("return_pre", episodes))
+            elif step == 1:  # after one adaptation step: comparable with MAML's "return"
+                metrics.update(episode_metrics("return", episodes))
+            params = {k: v.detach() for k, v in
+                      self.inner_update(params, episodes, self.advantages(episodes)).items()}
+
+        # ── θ ← θ + ε · mean_i(θ_i − θ) ──────────────────────────────────────────────────────
+        with torch.no_grad():
+            shift_sq = 0.0
+            for name, theta in self.policy.named_parameters():
+                shift = cfg.meta_lr * (params[name] - theta).mean(0)
+                theta.add_(shift)
+                shift_sq += float((shift**2).sum())
+        metrics["reptile/step_norm"] = shift_sq**0.5
+        metrics.setdefault("return", metrics["return_pre"])
+        metrics["time/sample_s"] = sample_s
+        metrics["time/update_s"] = time.perf_counter() - start - sample_s
+        self.iteration += 1
+        return metrics

@@ -1,0 +1,129 @@
+"""Oracle returns A*(ψ): the best return a policy that knows ψ can reach, per task.
+
+The suboptimality gap of a meta-learned policy is ``G_n(ψ) = A*(ψ) − A_n(ψ)``. Where a family
+allows it the oracle is analytic (computed exactly, no sampling); other families get trained
+task-conditioned oracle policies in later work. Both plug in the same way: an `Oracle` registered
+under the family's name with `register_oracle`, whose ``returns(family, tasks, horizon)`` gives
+one return per task.
+
+Analytic oracles replay the environment's own arithmetic (float32 positions and rewards, the
+family's reward function, the same summation), so that an environment rollout of the oracle
+policy returns exactly the same numbers; `tests/test_eval.py` pins this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..tasks import TaskFamily, get_family
+
+# (family, tasks [T, k] float64, horizon) -> returns [T] float64
+OracleFn = Callable[[TaskFamily, np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """How to get A*(ψ) for one family.
+
+    kind: ``analytic`` (exact, computed) or ``trained`` (a task-conditioned policy's measured
+    return; its training is recorded where the oracle is stored).
+    description: one line for reports, e.g. the optimal policy in words.
+    returns: ``(family, tasks [T, k], horizon) -> [T]`` undiscounted returns.
+    """
+
+    kind: str
+    description: str
+    returns: OracleFn
+
+
+ORACLES: dict[str, Oracle] = {}
+
+
+def register_oracle(family_name: str, oracle: Oracle) -> Oracle:
+    """Make ``oracle`` the oracle of the family called ``family_name``."""
+    if oracle.kind not in ("analytic", "trained"):
+        raise ValueError(f"oracle kind must be 'analytic' or 'trained', got '{oracle.kind}'")
+    ORACLES[family_name] = oracle
+    return oracle
+
+
+def get_oracle(family: TaskFamily | str) -> Oracle | None:
+    """The oracle registered for ``family``, or None when the family has none (yet)."""
+    return ORACLES.get(get_family(family).name)
+
+
+def oracle_returns(family: TaskFamily | str, tasks, horizon: int | None = None
+                   ) -> np.ndarray | None:
+    """A*(ψ) for each task: ``tasks [T, k]`` → ``[T]`` float64, or None without an oracle.
+
+    ``horizon``: episode length (None: the family's horizon); it must be the one the evaluated
+    policy is rolled out with, since returns are sums over the episode.
+    """
+    family = get_family(family)
+    oracle = ORACLES.get(family.name)
+    if oracle is None:
+        return None
+    tasks = family.check_params(tasks)
+    horizon = int(horizon or family.horizon)
+    if horizon < 1:
+        raise ValueError(f"horizon must be positive, got {horizon}")
+    returns = np.asarray(oracle.returns(family, tasks, horizon), dtype=np.float64)
+    if returns.shape != (len(tasks),):
+        raise RuntimeError(f"the oracle of '{family.name}' returned shape {returns.shape}, "
+                           f"expected ({len(tasks)},)")
+    return returns
+
+
+# ─── point navigation: the greedy straight-line policy is optimal ────────────────────────────
+POINT_MAX_STEP = 0.1  # per-coordinate action bound of `adaptrl.envs.PointEnv`
+
+
+def greedy_point_action(obs: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+    """The optimal point-nav action: each coordinate moves toward the goal by
+    min(0.1, remaining). ``obs [..., 2]``, ``goals [..., 2]`` (same dtype) → ``[..., 2]``.
+
+    Each coordinate's distance to the goal is as small as the action bound allows after every
+    step, so the Euclidean distance (and its square) is minimal at every step at once, and so
+    is any return that sums a decreasing function of the distance.
+    """
+    return torch.clamp(goals - obs, -POINT_MAX_STEP, POINT_MAX_STEP)
+
+
+def _point_nav_returns(family: TaskFamily, tasks: np.ndarray, horizon: int) -> np.ndarray:
+    """Return of `greedy_point_action` from the origin, replaying `PointEnv` exactly.
+
+    The environment keeps positions in float32, evaluates ``family.reward`` and
+    ``family.terminated`` on float32 tensors shaped ``[T, N, ·]`` with ψ cast to float32, zeroes
+    rewards after an episode ended, and `Episodes.episode_returns` sums ``[T, N, H]`` over the
+    last axis; the same operations in the same order here give bit-identical returns.
+    """
+    T = len(tasks)
+    goals = torch.as_tensor(tasks, dtype=torch.float32)[:, None, :]  # [T, 1, 2]
+    pos = torch.zeros(T, 1, 2, dtype=torch.float32)
+    active = torch.ones(T, 1, dtype=torch.bool)
+    rewards = torch.zeros(T, 1, horizon, dtype=torch.float32)
+    mask = torch.zeros(T, 1, horizon, dtype=torch.float32)
+    with torch.no_grad():
+        for t in range(horizon):
+            mask[..., t] = active.to(torch.float32)
+            action = greedy_point_action(pos, goals)
+            new_pos = torch.where(active[..., None], pos + action, pos)
+            reward = family.reward(pos, action, new_pos, goals).to(torch.float32)
+            rewards[..., t] = torch.where(active, reward, torch.zeros_like(reward))
+            active = active & ~family.terminated(new_pos, goals)
+            pos = new_pos
+            if not bool(active.any()):
+                break
+        return (rewards * mask).sum(-1)[:, 0].to(torch.float64).numpy()
+
+
+for _name in ("point-nav", "point-nav-sq"):
+    register_oracle(_name, Oracle(
+        kind="analytic",
+        description="greedy straight line: each coordinate moves min(0.1, remaining) per step",
+        returns=_point_nav_returns,
+    ))

@@ -1,0 +1,302 @@
+"""The meta-test protocol, one for all methods.
+
+For a set of tasks ``[T, k]`` and budgets ``steps`` (e.g. 0,1,2,3 adaptation steps): adapt every
+task with every budget in one ``algo.adapt`` call, roll each adapted policy out on fresh
+episodes, and compare with the oracle return A*(ψ). The result is one plain dict (the
+``eval.json`` schema below), identical for every method:
+
+    {
+      "algo": str, "family": str, "split": str, "steps": [n, ...], "episodes": N,
+      "seed": int | null, "horizon": H, "param_names": [str, ...],
+      "oracle_kind": "analytic" | "trained" | null,
+      "tasks": [                                   # one entry per task, in evaluation order
+        {"params": [ψ_1, ..., ψ_k],
+         "returns": [A_n for n in steps],         # mean undiscounted return over N episodes
+         "oracle": A* | null,
+         "adapt_ms": [ms for n in steps],          # adaptation wall time per task, cumulative
+         "samples": [env steps for n in steps]},   # adaptation environment steps of this task
+        ...
+      ],
+      "summary": {                                 # lists aligned with "steps"
+        "mean": [...], "ci95": [...],              # over tasks; ci95 = 1.96·std/√T (ddof 1)
+        "gap_mean": [...] | null, "gap_max": [...] | null,   # gap = oracle − return
+        "oracle_mean": float | null
+      },
+      "run": {"dir": str, "seed": int, "iteration": int, "checkpoint": str}   # `adaptrl eval`
+    }
+
+Files: ``RUN_DIR/eval/<split>/eval.json`` (see `eval_dir`), written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..algos import Adapted, MetaAlgorithm
+from ..checkpoint import atomic_write_bytes
+from ..errors import AdaptrlError
+from ..sampling import Sampler
+from ..tasks import TaskFamily, get_family
+from .oracles import get_oracle, oracle_returns
+
+SPLITS = ("test", "grid", "boundary", "ood")
+MAX_GRID_DIM = 3  # grids above this many parameters are too coarse or too large to be useful
+
+
+# ─── task sets ───────────────────────────────────────────────────────────────────────────────
+def default_per_dim(family: TaskFamily) -> int:
+    """Grid points per dimension: 6 for 1-D and 2-D families, 4 for 3-D ones."""
+    return 6 if family.param_dim <= 2 else 4
+
+
+def tasks_for_split(family: TaskFamily | str, split: str, n: int, rng: np.random.Generator,
+                    per_dim: int | None = None) -> np.ndarray:
+    """The evaluation tasks ``[T, k]`` of a named split.
+
+    test: ``n`` tasks of the family's test split; grid: the regular grid over Ψ with ``per_dim``
+    points per dimension (default `default_per_dim`; only for families with ≤ 3 parameters);
+    boundary: ``n`` tasks on the boundary of Ψ; ood: ``n`` tasks of the family's ``ood`` split.
+    """
+    family = get_family(family)
+    if n < 1:
+        raise AdaptrlError(f"the number of tasks must be positive, got {n}")
+    if split == "test":
+        return family.split("test", n, rng)
+    if split == "grid":
+        if family.discrete is None and family.param_dim > MAX_GRID_DIM:
+            raise AdaptrlError(
+                f"'{family.name}' has {family.param_dim} parameters: a grid over Ψ is too large; "
+                "use --split boundary or --split test")
+        per_dim = default_per_dim(family) if per_dim is None else per_dim
+        if per_dim < 1:
+            raise AdaptrlError(f"--per-dim must be positive, got {per_dim}")
+        try:
+            return family.grid(per_dim)
+        except ValueError as err:
+            raise AdaptrlError(f"{err} (lower --per-dim)") from None
+    if split == "boundary":
+        return family.boundary(n, rng)
+    if split == "ood":
+        if "ood" not in family.splits:
+            raise AdaptrlError(
+                f"family '{family.name}' has no 'ood' split (its splits: "
+                f"{', '.join(family.splits)}); use --split boundary, or --tasks FILE.json with "
+                "tasks of your choice")
+        return family.split("ood", n, rng)
+    raise AdaptrlError(f"unknown split '{split}'; known: {', '.join(SPLITS)}")
+
+
+def load_task_file(family: TaskFamily | str, path) -> np.ndarray:
+    """Tasks ``[T, k]`` from a JSON file holding a list of lists, e.g. ``[[0.1, -0.3], ...]``.
+
+    Values outside Ψ are allowed (out-of-distribution evaluation); the shape must fit the
+    family and every value must be a finite number.
+    """
+    family = get_family(family)
+    path = Path(path)
+    example = "[" + ", ".join(["[" + ", ".join(["0.5"] * family.param_dim) + "]"] * 2) + "]"
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise AdaptrlError(f"cannot read task file {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AdaptrlError(f"task file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, list) or not data or not all(isinstance(row, list) for row in data):
+        raise AdaptrlError(f"task file {path} must hold a non-empty JSON list of tasks, each a "
+                           f"list of {family.param_dim} number(s), like {example}")
+    for i, row in enumerate(data):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
+            raise AdaptrlError(f"task file {path}: task {i} is {row!r}; every value must be a "
+                               "number")
+        if len(row) != family.param_dim:
+            raise AdaptrlError(
+                f"task file {path}: task {i} has {len(row)} value(s), but '{family.name}' tasks "
+                f"have {family.param_dim} ({', '.join(family.param_names)}), like {example}")
+    try:
+        return family.check_params(np.asarray(data, dtype=np.float64))
+    except ValueError as err:
+        raise AdaptrlError(f"task file {path}: {err}") from None
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"0,1,2,3"`` → ``[0, 1, 2, 3]``; AdaptrlError for anything else (see `check_steps`)."""
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise AdaptrlError(f"--steps takes non-negative integers like 0,1,2,3; got '{text}'"
+                           ) from None
+    return check_steps(steps)
+
+
+def check_steps(steps) -> list[int]:
+    """Budgets must be a non-empty, strictly increasing list of non-negative integers (methods
+    adapt incrementally from one budget to the next)."""
+    steps = [int(s) for s in steps]
+    if not steps:
+        raise AdaptrlError("give at least one adaptation budget, like --steps 0,1,2,3")
+    if min(steps) < 0:
+        raise AdaptrlError(f"adaptation budgets must be ≥ 0, got {steps}")
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise AdaptrlError(f"adaptation budgets must be strictly increasing, got {steps}")
+    return steps
+
+
+# ─── the protocol ────────────────────────────────────────────────────────────────────────────
+def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[int],
+             episodes: int, rng: np.random.Generator, horizon: int | None = None, *,
+             split: str = "custom", seed: int | None = None) -> dict:
+    """Adapt ``algo`` to ``tasks [T, k]`` with each budget in ``steps`` and measure it.
+
+    One ``algo.adapt(tasks, steps, ·)`` call adapts every task with every budget; each adapted
+    actor is then rolled out on ``episodes`` fresh episodes per task (one batched `Sampler` over
+    all T tasks). ``horizon``: episode length (None: the method's own, else the family's).
+    ``split`` and ``seed`` are recorded in the result. Returns the eval dict described in the
+    module docstring.
+
+    Randomness: ``rng`` is split into an adaptation stream and one rollout stream per budget,
+    so the rollouts do not depend on how much randomness a method's adaptation consumed.
+    """
+    family = get_family(family)
+    tasks = family.check_params(tasks)
+    steps = check_steps(steps)
+    if episodes < 1:
+        raise AdaptrlError(f"episodes per task must be positive, got {episodes}")
+    horizon = int(horizon or getattr(algo, "horizon", None) or family.horizon)
+    T = len(tasks)
+    adapt_rng, rollout_rng = rng.spawn(2)
+    rollout_rngs = rollout_rng.spawn(len(steps))
+
+    adapted = algo.adapt(tasks, steps, adapt_rng)
+    _check_adapted(algo, adapted, steps, T)
+
+    sampler = Sampler(family, T, episodes, horizon)
+    returns = np.zeros((len(steps), T))  # [B, T]
+    for b, (result, budget_rng) in enumerate(zip(adapted, rollout_rngs)):
+        with torch.no_grad():
+            batch = sampler.sample(result.actor, tasks, budget_rng)
+        returns[b] = batch.episode_returns().to(torch.float64).mean(1).numpy()
+        if not np.all(np.isfinite(returns[b])):
+            bad = np.flatnonzero(~np.isfinite(returns[b]))
+            raise FloatingPointError(
+                f"{_algo_name(algo)} after {steps[b]} adaptation step(s) produced non-finite "
+                f"returns on {len(bad)} task(s), e.g. ψ={tasks[bad[0]].tolist()}")
+
+    oracle = oracle_returns(family, tasks, horizon)
+    oracle_info = get_oracle(family)
+    records = []
+    for i in range(T):
+        records.append({
+            "params": tasks[i].tolist(),
+            "returns": returns[:, i].tolist(),
+            "oracle": None if oracle is None else float(oracle[i]),
+            "adapt_ms": [r.seconds * 1000.0 / T for r in adapted],
+            "samples": [int(np.asarray(r.samples).reshape(-1)[i]) for r in adapted],
+        })
+    return {
+        "algo": _algo_name(algo),
+        "family": family.name,
+        "split": split,
+        "steps": steps,
+        "episodes": int(episodes),
+        "seed": seed,
+        "horizon": horizon,
+        "param_names": list(family.param_names),
+        "oracle_kind": None if oracle_info is None else oracle_info.kind,
+        "tasks": records,
+        "summary": summarize(returns, oracle),
+    }
+
+
+def summarize(returns: np.ndarray, oracle: np.ndarray | None) -> dict:
+    """Aggregate ``returns [B, T]`` (budget × task) and ``oracle [T]`` (or None) into the
+    ``summary`` block: per budget ``mean``, ``ci95`` (1.96·std/√T, std with ddof 1; null for a
+    single task), ``gap_mean`` and ``gap_max`` (gap = oracle − return; null without an oracle),
+    and ``oracle_mean``."""
+    returns = np.asarray(returns, dtype=np.float64)
+    T = returns.shape[1]
+    mean = returns.mean(1)
+    ci95 = ([1.96 * float(s) / math.sqrt(T) for s in returns.std(1, ddof=1)] if T > 1
+            else [None] * len(mean))
+    summary = {"mean": mean.tolist(), "ci95": ci95, "gap_mean": None, "gap_max": None,
+               "oracle_mean": None}
+    if oracle is not None:
+        gap = np.asarray(oracle, dtype=np.float64)[None, :] - returns  # [B, T]
+        summary.update(gap_mean=gap.mean(1).tolist(), gap_max=gap.max(1).tolist(),
+                       oracle_mean=float(np.mean(oracle)))
+    return summary
+
+
+def _algo_name(algo) -> str:
+    return getattr(algo, "name", "") or type(algo).__name__
+
+
+def _check_adapted(algo, adapted, steps, T) -> None:
+    """A method that breaks the `adapt` contract is a bug in the method: say which rule."""
+    name = _algo_name(algo)
+    if not isinstance(adapted, (list, tuple)):
+        raise RuntimeError(f"{name}.adapt must return a list of Adapted, got "
+                           f"{type(adapted).__name__}")
+    if len(adapted) != len(steps):
+        raise RuntimeError(f"{name}.adapt must return one Adapted per budget: {len(steps)} "
+                           f"budgets {steps}, got {len(adapted)}")
+    for budget, result in zip(steps, adapted):
+        if not isinstance(result, Adapted):
+            raise RuntimeError(f"{name}.adapt returned {type(result).__name__} for budget "
+                               f"{budget}; expected adaptrl.algos.Adapted")
+        if np.asarray(result.samples).reshape(-1).shape != (T,):
+            raise RuntimeError(f"{name}.adapt: Adapted.samples must hold one count per task "
+                               f"[{T}], got shape {np.shape(result.samples)} at budget {budget}")
+        if not (math.isfinite(result.seconds) and result.seconds >= 0):
+            raise RuntimeError(f"{name}.adapt: Adapted.seconds must be a time ≥ 0, got "
+                               f"{result.seconds} at budget {budget}")
+
+
+# ─── files ───────────────────────────────────────────────────────────────────────────────────
+def eval_dir(run_dir, split: str) -> Path:
+    """Where a run's evaluation on ``split`` lives: ``RUN_DIR/eval/<split>/``."""
+    return Path(run_dir) / "eval" / split
+
+
+def split_name_for_file(path) -> str:
+    """The split name of a user task file: its stem (``hard.json`` → ``hard``), prefixed with
+    ``custom-`` when it would collide with a built-in split or is empty."""
+    stem = Path(path).stem
+    return f"custom-{stem}" if stem in SPLITS or not stem else stem
+
+
+def write_file(path, data: bytes) -> Path:
+    """Create ``path``'s folder and write ``data`` atomically (temporary file + rename, see
+    `adaptrl.checkpoint.atomic_write_bytes`), so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def write_eval_json(result: dict, path) -> Path:
+    """Write an eval dict as ``eval.json`` atomically (strict JSON: no NaN)."""
+    text = json.dumps(result, indent=1, allow_nan=False) + "\n"
+    return write_file(path, text.encode())
+
+
+def read_eval_json(path) -> dict:
+    """Read an ``eval.json``; AdaptrlError when it is missing or not an eval file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdaptrlError(f"no evaluation at {path}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise AdaptrlError(f"cannot read {path}: {err}") from None
+    missing = [k for k in ("algo", "family", "split", "steps", "tasks", "summary")
+               if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise AdaptrlError(f"{path} is not an adaptrl eval.json (missing {', '.join(missing)})")
+    return data

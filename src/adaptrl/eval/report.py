@@ -1,0 +1,299 @@
+"""Reports of evaluations: Markdown tables and PNG plots, for one run or several side by side.
+
+One run (`write_reports`, next to its ``eval.json``):
+    eval.md           the table: rows = budgets; mean ± ci95, gap mean, gap max, oracle, ...
+    curve.png         adaptation curve: mean return with its ci95 band vs adaptation steps,
+                      the oracle's mean as a dashed line
+    gap_heatmap.png   only when the tasks form a 2-D grid: the gap per grid cell, one panel per
+                      budget (the return per cell when the family has no oracle)
+
+Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and compare.png
+(every run's adaptation curve on one plot).
+
+Plots use matplotlib's object API (``Figure`` + Agg canvas), never pyplot's global state, so
+they work headless and in threads.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..errors import AdaptrlError
+from .protocol import eval_dir, read_eval_json, write_file
+
+MAX_ANNOTATED_CELLS = 8  # write the value into each heatmap cell up to 8×8 grids
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _budget_stats(result: dict, key: str) -> list[float]:
+    """Mean over tasks of a per-task list aligned with steps (adapt_ms, samples)."""
+    values = np.asarray([task[key] for task in result["tasks"]], dtype=np.float64)  # [T, B]
+    return values.mean(0).tolist()
+
+
+# ─── one run ─────────────────────────────────────────────────────────────────────────────────
+def format_table(result: dict) -> str:
+    """The Markdown table of one evaluation: one row per budget."""
+    s = result["summary"]
+    ms, samples = _budget_stats(result, "adapt_ms"), _budget_stats(result, "samples")
+    lines = [
+        f"**{result['algo']}** on `{result['family']}`, split `{result['split']}`: "
+        f"{len(result['tasks'])} tasks × {result['episodes']} episodes"
+        + (f", horizon {result['horizon']}" if result.get("horizon") else ""),
+        "",
+        "| steps | return (mean ± ci95) | gap mean | gap max | oracle | adapt ms/task "
+        "| samples/task |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b, n in enumerate(result["steps"]):
+        ci = s["ci95"][b]
+        ret = _num(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}")
+        gap_mean = None if s["gap_mean"] is None else s["gap_mean"][b]
+        gap_max = None if s["gap_max"] is None else s["gap_max"][b]
+        lines.append(f"| {n} | {ret} | {_num(gap_mean)} | {_num(gap_max)} | "
+                     f"{_num(s['oracle_mean'])} | {ms[b]:.1f} | {samples[b]:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig: Figure, path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return write_file(path, buffer.getvalue())
+
+
+def plot_curve(result: dict, path) -> Path:
+    """Adaptation curve of one evaluation: mean return ± ci95 vs adaptation steps, with the
+    oracle's mean return as a dashed line."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    kind = result.get("oracle_kind")
+    _draw_curve(ax, result, label=result["algo"], color="C0",
+                oracle_label=f"oracle ({kind})" if kind else "oracle")
+    ax.set_title(f"{result['algo']} on {result['family']} ({result['split']}, "
+                 f"{len(result['tasks'])} tasks)")
+    _finish_curve_axes(ax, result["steps"])
+    return _save(fig, path)
+
+
+def _draw_curve(ax, result: dict, label: str, color: str, oracle_label: str = "oracle") -> None:
+    """Mean return vs steps with its ci95 band, and the oracle mean dashed (if any)."""
+    steps = np.asarray(result["steps"])
+    s = result["summary"]
+    mean = np.asarray(s["mean"], dtype=np.float64)
+    ax.plot(steps, mean, marker="o", color=color, label=label)
+    if all(c is not None for c in s["ci95"]):
+        ci = np.asarray(s["ci95"], dtype=np.float64)
+        ax.fill_between(steps, mean - ci, mean + ci, color=color, alpha=0.2, linewidth=0)
+    if s["oracle_mean"] is not None:
+        ax.axhline(s["oracle_mean"], color=color, linestyle="--", linewidth=1.2,
+                   label=oracle_label)
+
+
+def _finish_curve_axes(ax, steps) -> None:
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel("mean return per episode")
+    ax.set_xticks(sorted(set(int(n) for n in steps)))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def grid_layout(params) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """If 2-D task parameters ``[T, 2]`` form a full rectangular grid (≥ 2 values per axis),
+    ``(xs [X], ys [Y], cell [T, 2])`` with ``cell[i] = (row iy, column ix)`` of task i;
+    otherwise None."""
+    params = np.asarray(params, dtype=np.float64)
+    if params.ndim != 2 or params.shape[1] != 2:
+        return None
+    xs, ix = np.unique(params[:, 0], return_inverse=True)
+    ys, iy = np.unique(params[:, 1], return_inverse=True)
+    if len(xs) < 2 or len(ys) < 2 or len(params) != len(xs) * len(ys):
+        return None
+    if len(set(zip(ix.tolist(), iy.tolist()))) != len(params):
+        return None
+    return xs, ys, np.stack([iy, ix], axis=1)
+
+
+def plot_gap_heatmap(result: dict, path) -> Path | None:
+    """Gap (oracle − return) per cell of a 2-D task grid, one panel per budget, on one colour
+    scale; the return per cell when there is no oracle. None (nothing written) when the tasks do
+    not form a 2-D grid."""
+    layout = grid_layout([task["params"] for task in result["tasks"]])
+    if layout is None:
+        return None
+    xs, ys, cell = layout
+    returns = np.asarray([task["returns"] for task in result["tasks"]], dtype=np.float64)  # [T,B]
+    has_oracle = all(task["oracle"] is not None for task in result["tasks"])
+    if has_oracle:
+        oracle = np.asarray([task["oracle"] for task in result["tasks"]], dtype=np.float64)
+        values, what, cmap = oracle[:, None] - returns, "gap A* − Aₙ", "magma_r"
+    else:
+        values, what, cmap = returns, "return Aₙ (no oracle)", "viridis"
+    steps = result["steps"]
+    maps = np.full((len(steps), len(ys), len(xs)), np.nan)
+    maps[:, cell[:, 0], cell[:, 1]] = values.T
+    names = result.get("param_names") or ["ψ₀", "ψ₁"]
+    dx, dy = np.diff(xs).min(), np.diff(ys).min()
+    extent = (xs[0] - dx / 2, xs[-1] + dx / 2, ys[0] - dy / 2, ys[-1] + dy / 2)
+    vmin, vmax = float(np.nanmin(maps)), float(np.nanmax(maps))
+
+    fig = Figure(figsize=(3.4 * len(steps) + 1.2, 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(steps), sharey=True))
+    for b, ax in enumerate(axes):
+        image = ax.imshow(maps[b], origin="lower", extent=extent, aspect="auto", cmap=cmap,
+                          vmin=vmin, vmax=vmax, interpolation="nearest")
+        if len(xs) <= MAX_ANNOTATED_CELLS and len(ys) <= MAX_ANNOTATED_CELLS:
+            middle = (vmin + vmax) / 2
+            for iy, y in enumerate(ys):
+                for ix, x in enumerate(xs):
+                    v = maps[b, iy, ix]
+                    dark = (v > middle) == (cmap == "magma_r")
+                    ax.text(x, y, f"{v:.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")
+        ax.set_title(f"{steps[b]} step{'s' if steps[b] != 1 else ''}")
+        ax.set_xlabel(names[0])
+    axes[0].set_ylabel(names[1])
+    fig.colorbar(image, ax=list(axes), label=what, shrink=0.9)
+    fig.suptitle(f"{result['algo']} on {result['family']}: {what} per task", y=1.02)
+    return _save(fig, path)
+
+
+def write_reports(result: dict, out_dir) -> dict[str, Path]:
+    """Write eval.md, curve.png and (for 2-D grids) gap_heatmap.png into ``out_dir``; returns
+    ``{"table": ..., "curve": ..., "heatmap": ...}`` for the files written."""
+    out_dir = Path(out_dir)
+    paths = {"table": write_file(out_dir / "eval.md", format_table(result).encode()),
+             "curve": plot_curve(result, out_dir / "curve.png")}
+    heatmap = plot_gap_heatmap(result, out_dir / "gap_heatmap.png")
+    if heatmap is not None:
+        paths["heatmap"] = heatmap
+    return paths
+
+
+# ─── several runs ────────────────────────────────────────────────────────────────────────────
+@dataclass
+class CompareEntry:
+    """One run in a comparison: its label (``algo (folder)``), folder and eval dict."""
+
+    label: str
+    run_dir: Path
+    result: dict
+
+
+def load_compare_entries(run_dirs, split: str) -> list[CompareEntry]:
+    """Each run's ``eval/<split>/eval.json``; AdaptrlError naming the run that lacks one."""
+    if not run_dirs:
+        raise AdaptrlError("give at least one run folder to compare")
+    dirs = [Path(d) for d in run_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise AdaptrlError(f"run folder {d} does not exist")
+    names = _short_names(dirs)
+    entries = []
+    for d, name in zip(dirs, names):
+        path = eval_dir(d, split) / "eval.json"
+        if not path.is_file():
+            raise AdaptrlError(f"run {d} has no evaluation on split '{split}' ({path} is missing); "
+                               f"run `adaptrl eval {d} --split {split}` first")
+        result = read_eval_json(path)
+        entries.append(CompareEntry(f"{result['algo']} ({name})", d, result))
+    families = sorted({e.result["family"] for e in entries})
+    if len(families) > 1:
+        raise AdaptrlError(f"these runs were evaluated on different task families "
+                           f"({', '.join(families)}); compare runs of one family")
+    return entries
+
+
+def _short_names(dirs: list[Path]) -> list[str]:
+    """Folder names that tell runs apart: the base names, or paths below the common parent."""
+    names = [d.resolve().name for d in dirs]
+    if len(set(names)) == len(names):
+        return names
+    parent = default_compare_parent(dirs)
+    return [os.path.relpath(d.resolve(), parent) for d in dirs]
+
+
+def default_compare_parent(run_dirs) -> Path:
+    """The deepest folder that contains every run folder."""
+    parents = [str(Path(d).resolve().parent) for d in run_dirs]
+    return Path(os.path.commonpath(parents))
+
+
+def default_compare_dir(run_dirs, split: str) -> Path:
+    """``<common parent of the runs>/compare-<split>``."""
+    return default_compare_parent(run_dirs) / f"compare-{split}"
+
+
+def same_tasks(entries: list[CompareEntry]) -> bool:
+    """Whether every run was evaluated on the same task parameters."""
+    first = [t["params"] for t in entries[0].result["tasks"]]
+    return all([t["params"] for t in e.result["tasks"]] == first for e in entries[1:])
+
+
+def format_compare_table(entries: list[CompareEntry], split: str) -> str:
+    """Markdown: one row per run, one column per budget (mean return ± ci95), plus the oracle."""
+    steps = sorted({int(n) for e in entries for n in e.result["steps"]})
+    family = entries[0].result["family"]
+    lines = [f"`{family}`, split `{split}`: mean return per episode after n adaptation steps"]
+    if not same_tasks(entries):
+        lines += ["", "note: the runs were evaluated on different task sets (seed, --num-tasks "
+                  "or task file differ), so the rows are not paired"]
+    lines.append("")
+    lines.append("| run | " + " | ".join(f"n={n}" for n in steps) + " | oracle |")
+    lines.append("|---|" + "---:|" * (len(steps) + 1))
+    for e in entries:
+        s = e.result["summary"]
+        by_step = {int(n): b for b, n in enumerate(e.result["steps"])}
+        cells = []
+        for n in steps:
+            if n not in by_step:
+                cells.append("—")
+                continue
+            b = by_step[n]
+            ci = s["ci95"][b]
+            cells.append(_num(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}"))
+        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {_num(s['oracle_mean'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
+    """Every run's adaptation curve (mean ± ci95) on one plot; the oracle dashed, once when
+    the runs share it, else once per run."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    oracles = [e.result["summary"]["oracle_mean"] for e in entries]
+    known = [o for o in oracles if o is not None]
+    shared = bool(known) and len(known) == len(oracles) and bool(np.allclose(known, known[0]))
+    for i, e in enumerate(entries):
+        result = e.result
+        if shared and i > 0:
+            result = _without_oracle(result)
+        oracle_label = "oracle" if shared else f"{e.label}: oracle"
+        _draw_curve(ax, result, label=e.label, color=f"C{i % 10}", oracle_label=oracle_label)
+    ax.set_title(f"{entries[0].result['family']} ({split})")
+    _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]])
+    return _save(fig, path)
+
+
+def _without_oracle(result: dict) -> dict:
+    summary = dict(result["summary"], oracle_mean=None)
+    return dict(result, summary=summary)
+
+
+def write_compare(run_dirs, split: str, out_dir=None) -> tuple[str, dict[str, Path]]:
+    """Compare runs on ``split``: write compare.md and compare.png into ``out_dir`` (default
+    `default_compare_dir`); returns the table and ``{"table": ..., "plot": ...}``."""
+    entries = load_compare_entries(run_dirs, split)
+    out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
+    table = format_compare_table(entries, split)
+    paths = {"table": write_file(out_dir / "compare.md", table.encode()),
+             "plot": plot_compare(entries, split, out_dir / "compare.png")}
+    return table, paths

@@ -1,0 +1,454 @@
+"""The shared training loop: run folders, metrics, TensorBoard, checkpoints and exact resume.
+
+A run folder (default ``runs/<algo>-<family>-s<seed>``)::
+
+    config.yaml          algo, family, seed, preset, library version and the full config
+    metrics.csv          one row per iteration: iteration, the method's metrics, step_s, elapsed_s
+    tb/                  TensorBoard events (the same scalars, step = iteration)
+    checkpoints/         latest.pt and the last few iter_000010.pt (see `adaptrl.checkpoint`)
+    .lock                held while a process trains here
+
+Exact resume: the run seed gives one `numpy.random.SeedSequence`; torch's global RNG is seeded
+with the seed before the method is built (network initialisation) and the method's training
+stream is ``default_rng(SeedSequence(seed).spawn(1)[0])``. A checkpoint carries the method's
+``state_dict()``, that stream's bit-generator state, torch's global RNG state, the iteration, the
+elapsed time and how many metrics rows had been written. Resuming rebuilds the method the same
+way, loads all of that, and cuts ``metrics.csv`` back to the checkpoint (rows written after it by
+a killed run are dropped), so a resumed run writes the same metric values as one that was never
+interrupted; only wall-clock columns (`is_timing_column`) differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import numbers
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .algos import MetaAlgorithm, get_algorithm
+from .checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    write_run_checkpoint,
+)
+from .config import (
+    apply_overrides,
+    config_differences,
+    config_from_dict,
+    config_to_dict,
+    make_config,
+)
+from .errors import AdaptrlError
+from .tasks import get_family
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+TB_DIR = "tb"
+CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"
+
+TIMING_COLUMNS = ("step_s", "elapsed_s")
+"""The runner's wall-clock columns, last in metrics.csv."""
+
+
+def is_timing_column(name: str) -> bool:
+    """Whether a metrics.csv column measures wall-clock time: `TIMING_COLUMNS` and the
+    methods' own ``time/...`` metrics. Every other column is reproducible from the seed."""
+    return name in TIMING_COLUMNS or name.startswith("time/")
+
+RESUMABLE_FIELDS = ("iterations", "checkpoint_every")
+"""Config fields that ``--resume`` may change (they do not change what an iteration computes)."""
+
+
+def configure_threads() -> int:
+    """Torch's intra-op threads, set deliberately: one per core (``ADAPTRL_TORCH_THREADS``
+    overrides). MuJoCo's rollout threads and torch never run at the same moment in the sampler,
+    so they share the cores instead of oversubscribing them."""
+    n = int(os.environ.get("ADAPTRL_TORCH_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
+def default_run_dir(algo: str, family: str, seed: int) -> Path:
+    return Path("runs") / f"{algo}-{family}-s{seed}"
+
+
+def training_rng(seed: int) -> np.random.Generator:
+    """The method's training stream: child 0 of ``SeedSequence(seed)`` (child 1 onwards are
+    left for other consumers, such as evaluation)."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
+# ─── the public entry points ────────────────────────────────────────────────────────────────
+def train(algo_name, family_name, preset: str | None = None, overrides=(),
+          seed: int | None = None, out=None, resume: bool = False, progress: bool = True) -> Path:
+    """Train ``algo_name`` on ``family_name`` in a run folder; the folder's path.
+
+    preset, overrides: see `adaptrl.config.make_config` (``overrides`` are ``"key=value"``).
+    seed: the run seed; None means 0 for a new run and the stored seed when resuming.
+    out: the run folder (default ``runs/<algo>-<family>-s<seed>``).
+    resume: continue the run in ``out`` from its latest checkpoint. The config is the stored
+        one with ``overrides`` applied (or, if ``preset`` is given, rebuilt from it); only
+        `RESUMABLE_FIELDS` may differ from config.yaml, so ``iterations=N`` extends a run.
+    progress: show a tqdm bar on stderr (only when it is a terminal).
+
+    A new run refuses a folder that already holds checkpoints. Errors caused by the arguments or
+    by the folder's contents are `AdaptrlError`.
+    """
+    algo_cls = _algorithm_class(algo_name)
+    family = get_family(family_name)
+    run_dir = Path(out) if out is not None else default_run_dir(algo_cls.name, family.name,
+                                                                seed if seed is not None else 0)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AdaptrlError(f"run folder {run_dir} exists and is not a folder")
+    if resume:
+        record, config = _resume_record(run_dir, algo_cls, family.name, preset, overrides, seed)
+    else:
+        config = make_config(algo_cls, preset, overrides)
+        record = {"algo": algo_cls.name, "family": family.name,
+                  "seed": seed if seed is not None else 0, "preset": preset}
+        _refuse_existing_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run_dir):
+        ckpt_dir = run_dir / CHECKPOINT_DIR
+        remove_stale_temporaries(ckpt_dir)
+        remove_stale_temporaries(run_dir)
+        if resume:
+            payload = _load_resume_checkpoint(run_dir, algo_cls, family.name, config)
+        else:
+            _refuse_existing_run(run_dir)  # again, now that no other process can start one
+            payload = None
+        _write_run_record(run_dir, record, config)
+        _Trainer(run_dir, algo_cls, family, config, record["seed"], payload, progress).run()
+    return run_dir
+
+
+def load_run(run_dir, checkpoint=None) -> tuple[MetaAlgorithm, object, dict]:
+    """Rebuild a run's method from ``run_dir/config.yaml`` and load its latest checkpoint (or
+    the ``checkpoint`` file given); ``(algo, config, info)``.
+
+    info: run_dir, algo, family, seed, preset, iteration, elapsed_s, checkpoint (its path).
+    Torch's global RNG is seeded with the run seed while the method is built (as in training);
+    the training RNG states are not restored, so evaluation draws from its own streams.
+    """
+    run_dir = Path(run_dir)
+    record = read_run_record(run_dir)
+    algo_cls = _algorithm_class(record["algo"])
+    family = get_family(record["family"])
+    config = config_from_dict(algo_cls, record["config"], source=str(run_dir / CONFIG_FILE))
+    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir
+                                                                              / CHECKPOINT_DIR)
+    if path is None:
+        raise AdaptrlError(f"run folder {run_dir} has no checkpoint yet")
+    payload = load_checkpoint(path)
+    _check_payload(payload, path, algo_cls.name, family.name)
+    torch.manual_seed(record["seed"])
+    algo = algo_cls(family, config)
+    algo.load_state_dict(payload["algorithm"])
+    algo.iteration = payload["iteration"]
+    info = {"run_dir": run_dir, "algo": algo_cls.name, "family": family.name,
+            "seed": record["seed"], "preset": record.get("preset"),
+            "iteration": payload["iteration"], "elapsed_s": payload["elapsed_s"],
+            "checkpoint": path}
+    return algo, config, info
+
+
+def read_run_record(run_dir) -> dict:
+    """The checked contents of ``run_dir/config.yaml``."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise AdaptrlError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        record = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise AdaptrlError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    required = {"algo": str, "family": str, "seed": int, "config": dict}
+    if not isinstance(record, dict) or any(not isinstance(record.get(k), t)
+                                           for k, t in required.items()):
+        raise AdaptrlError(f"{path} is not an adaptrl run config: it needs "
+                           f"{', '.join(required)}")
+    return record
+
+
+# ─── starting and resuming ──────────────────────────────────────────────────────────────────
+def _algorithm_class(algo) -> type[MetaAlgorithm]:
+    if isinstance(algo, type) and issubclass(algo, MetaAlgorithm):
+        return algo
+    return get_algorithm(algo)
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    found = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if found is not None:
+        raise AdaptrlError(f"{run_dir} already holds a run with checkpoints ({found.name}); "
+                           f"pass --resume to continue it, or choose another --out")
+
+
+def _resume_record(run_dir, algo_cls, family_name, preset, overrides, seed):
+    """The run record and config for resuming ``run_dir``, checked against the arguments."""
+    if not (run_dir / CONFIG_FILE).exists():
+        raise AdaptrlError(f"nothing to resume in {run_dir}: it has no {CONFIG_FILE} "
+                           f"(start the run without --resume)")
+    record = read_run_record(run_dir)
+    for key, now in (("algo", algo_cls.name), ("family", family_name), ("seed", seed)):
+        if now is not None and record[key] != now:
+            raise AdaptrlError(f"cannot resume {run_dir}: it was trained with {key} "
+                               f"{record[key]!r}, not {now!r}")
+    stored = config_from_dict(algo_cls, record["config"], source=str(run_dir / CONFIG_FILE))
+    if preset is None:
+        config = apply_overrides(algo_cls, stored, overrides)
+    else:
+        config = make_config(algo_cls, preset, overrides)
+    changed = config_differences(stored, config, ignore=RESUMABLE_FIELDS)
+    if changed:
+        raise AdaptrlError(f"cannot resume {run_dir} with a different config "
+                           f"({'; '.join(changed)}); only {', '.join(RESUMABLE_FIELDS)} may "
+                           f"change when resuming")
+    return dict(record), config
+
+
+def _load_resume_checkpoint(run_dir, algo_cls, family_name, config) -> dict:
+    path = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if path is None:
+        raise AdaptrlError(f"nothing to resume in {run_dir}: it has no checkpoint yet "
+                           f"(start the run again without --resume)")
+    payload = load_checkpoint(path)
+    _check_payload(payload, path, algo_cls.name, family_name)
+    saved = config_from_dict(algo_cls, payload["config"], source=str(path))
+    changed = config_differences(saved, config, ignore=RESUMABLE_FIELDS)
+    if changed:
+        raise AdaptrlError(f"cannot resume {run_dir}: {CONFIG_FILE} no longer matches the config "
+                           f"{path.name} was trained with ({'; '.join(changed)})")
+    if payload["iteration"] > config.iterations:
+        raise AdaptrlError(f"{path} is at iteration {payload['iteration']}, beyond "
+                           f"iterations={config.iterations}; set iterations to at least that")
+    return payload
+
+
+_PAYLOAD_KEYS = ("algo", "family", "seed", "iteration", "elapsed_s", "algorithm", "numpy_rng",
+                 "torch_rng", "metrics_rows", "metrics_columns", "config")
+
+
+def _check_payload(payload: dict, path, algo: str, family: str) -> None:
+    missing = [k for k in _PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise AdaptrlError(f"{path} is not a run checkpoint (it lacks {', '.join(missing)})")
+    if (payload["algo"], payload["family"]) != (algo, family):
+        raise AdaptrlError(f"{path} belongs to a {payload['algo']} run on {payload['family']}, "
+                           f"not {algo} on {family}")
+
+
+def _write_run_record(run_dir: Path, record: dict, config) -> None:
+    record = {"algo": record["algo"], "family": record["family"], "seed": record["seed"],
+              "preset": record.get("preset"), "library_version": __version__,
+              "config": config_to_dict(config)}
+    atomic_write_text(run_dir / CONFIG_FILE,
+                      yaml.safe_dump(record, sort_keys=False, allow_unicode=True,
+                                     default_flow_style=None))
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """Hold an exclusive lock on the run folder (POSIX; released by the OS if killed)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent runs are the user's problem
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AdaptrlError(f"another adaptrl process is training in {run_dir}; wait for it "
+                               f"or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ─── metrics.csv ────────────────────────────────────────────────────────────────────────────
+class MetricsLog:
+    """metrics.csv: ``iteration``, the method's metrics in the order of the first row, then
+    `TIMING_COLUMNS`. A metric that first appears in a later row is added as a new column
+    (before the timing columns) and the file is rewritten with that column empty in the
+    earlier rows; a metric missing from a row is left empty."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None, rows: int = 0):
+        self.path = path
+        self.columns = list(columns) if columns else []
+        self.rows = rows
+
+    @classmethod
+    def restore(cls, path: Path, columns: list[str], rows: int) -> "MetricsLog":
+        """The log as it was at a checkpoint: the file is cut back to its first ``rows`` rows
+        and to ``columns``."""
+        if rows == 0:
+            path.unlink(missing_ok=True)
+            return cls(path)
+        if not path.is_file():
+            raise AdaptrlError(f"cannot resume: {path} is missing but the checkpoint records "
+                               f"{rows} rows")
+        with open(path, newline="") as handle:
+            table = list(csv.reader(handle))
+        header, body = (table[0], table[1:]) if table else ([], [])
+        complete = [r for r in body[:rows] if len(r) == len(header)]
+        if len(complete) < rows or not set(columns) <= set(header):
+            raise AdaptrlError(f"cannot resume: {path} holds {len(complete)} complete rows, but "
+                               f"the checkpoint records {rows}; restore the file or start over")
+        index = [header.index(c) for c in columns]
+        log = cls(path, columns, rows)
+        log._rewrite([[r[i] for i in index] for r in complete])
+        return log
+
+    def append(self, values: dict) -> None:
+        """Write one row (``values``: column → number) and flush it."""
+        new = [k for k in values if k not in self.columns]
+        if not self.columns:
+            metric_keys = [k for k in new if k not in ("iteration", *TIMING_COLUMNS)]
+            self.columns = ["iteration", *metric_keys, *TIMING_COLUMNS]
+            self._rewrite([])
+        elif new:
+            with open(self.path, newline="") as handle:
+                old = list(csv.reader(handle))[1:]
+            cut = len(self.columns) - len(TIMING_COLUMNS)
+            self.columns[cut:cut] = new
+            self._rewrite([r[:cut] + [""] * len(new) + r[cut:] for r in old])
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([_format(values.get(c)) for c in self.columns])
+        self.rows += 1
+
+    def sync(self) -> None:
+        """Make the rows written so far durable (called before each checkpoint)."""
+        if self.path.exists():
+            with open(self.path, "rb+") as handle:
+                os.fsync(handle.fileno())
+
+    def _rewrite(self, rows: list[list[str]]) -> None:
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(self.columns)
+        writer.writerows(rows)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))  # shortest text that reads back as the same float
+
+
+def _checked_metrics(metrics) -> dict[str, float]:
+    """``train_step``'s metrics as floats; a TypeError/ValueError for a method's mistake."""
+    if not isinstance(metrics, dict):
+        raise TypeError(f"train_step must return a dict of metrics, got "
+                        f"{type(metrics).__name__}")
+    checked = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or key in ("iteration", *TIMING_COLUMNS):
+            raise ValueError(f"train_step returned metric name {key!r}; names are strings "
+                             f"other than the runner's iteration, {', '.join(TIMING_COLUMNS)}")
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"train_step returned metric {key!r} = {value!r}; metrics must be "
+                            f"numbers")
+        checked[key] = float(value)
+    return checked
+
+
+def _return_key(metrics: dict) -> str | None:
+    """The metric to show in the progress bar: 'return', else the first containing 'return'."""
+    if "return" in metrics:
+        return "return"
+    return next((k for k in metrics if re.search("return", k, re.IGNORECASE)), None)
+
+
+# ─── the loop ───────────────────────────────────────────────────────────────────────────────
+class _Trainer:
+    """One training session in a locked run folder, fresh (``payload`` None) or resumed."""
+
+    def __init__(self, run_dir, algo_cls, family, config, seed, payload, progress):
+        self.run_dir, self.config, self.seed, self.progress = run_dir, config, seed, progress
+        torch.manual_seed(seed)  # network initialisation inside the constructor
+        self.algo = algo_cls(family, config)
+        self.rng = training_rng(seed)
+        metrics_path = run_dir / METRICS_FILE
+        if payload is None:
+            self.start, self.elapsed_before = 0, 0.0
+            self.log = MetricsLog.restore(metrics_path, [], 0)
+        else:
+            self.algo.load_state_dict(payload["algorithm"])
+            self.rng.bit_generator.state = payload["numpy_rng"]
+            torch.set_rng_state(payload["torch_rng"])
+            if payload.get("torch_cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(payload["torch_cuda_rng"])
+            self.start, self.elapsed_before = payload["iteration"], payload["elapsed_s"]
+            self.log = MetricsLog.restore(metrics_path, payload["metrics_columns"],
+                                          payload["metrics_rows"])
+        self.algo.iteration = self.start
+
+    def run(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
+        from tqdm import tqdm
+
+        config, algo = self.config, self.algo
+        # purge_step hides events a killed session logged after this session's checkpoint
+        writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=self.start + 1)
+        bar = tqdm(total=config.iterations, initial=self.start, unit="it", dynamic_ncols=True,
+                   desc=f"{algo.name} {algo.family.name}", file=sys.stderr,
+                   disable=None if self.progress else True)
+        session_start = time.perf_counter()
+        try:
+            for iteration in range(self.start + 1, config.iterations + 1):
+                step_start = time.perf_counter()
+                metrics = _checked_metrics(algo.train_step(self.rng))
+                algo.iteration = iteration
+                now = time.perf_counter()
+                elapsed = self.elapsed_before + now - session_start
+                self.log.append({"iteration": iteration, **metrics,
+                                 "step_s": now - step_start, "elapsed_s": elapsed})
+                for key, value in metrics.items():
+                    writer.add_scalar(key, value, iteration)
+                writer.add_scalar("time/step_s", now - step_start, iteration)
+                shown = _return_key(metrics)
+                if shown is not None and math.isfinite(metrics[shown]):
+                    bar.set_postfix({shown: f"{metrics[shown]:.4g}"}, refresh=False)
+                bar.update(1)
+                if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
+                    writer.flush()
+                    self._checkpoint(iteration, elapsed)
+        finally:
+            bar.close()
+            writer.close()
+
+    def _checkpoint(self, iteration: int, elapsed: float) -> None:
+        self.log.sync()
+        payload = {
+            "algo": self.algo.name, "family": self.algo.family.name, "seed": self.seed,
+            "iteration": iteration, "elapsed_s": elapsed,
+            "algorithm": self.algo.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            # only a process that used CUDA has CUDA RNG state (and asking would initialise it)
+            "torch_cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized()
+            else None,
+            "metrics_rows": self.log.rows, "metrics_columns": list(self.log.columns),
+            "config": config_to_dict(self.config),
+        }
+        write_run_checkpoint(self.run_dir / CHECKPOINT_DIR, iteration, payload)
