@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# trains MAML, FOMAML, Reptile and the baselines on point-nav, evaluates, prints one table
 demo: install
-	$(BIN)/adaptrl envs
-	$(BIN)/adaptrl bench sampler cheetah-vel --tasks 40 --episodes 20
+	$(BIN)/python -m adaptrl.demo --out runs/demo
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -28,7 +28,8 @@ test-slow: install
 
 bench: install
 	$(BIN)/adaptrl bench sampler cheetah-vel --tasks 40 --episodes 20
-	$(BIN)/adaptrl bench sampler point-nav --tasks 20 --episodes 20
+	$(BIN)/adaptrl bench meta-step point-nav --preset nav
+	$(BIN)/adaptrl bench meta-step cheetah-vel --preset locomotion-h100
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -2,6 +2,7 @@
 
     adaptrl envs [--json]
     adaptrl bench sampler FAMILY [--tasks 40 --episodes 20] [--json]
+    adaptrl bench meta-step FAMILY [--algos maml,fomaml,reptile] [--preset NAME] [--json]
     adaptrl normalizer cheetah-highdim [--episodes 100 --seed 0] [--out PATH]
     adaptrl train ALGO FAMILY [--preset NAME] [--set key=value ...] [--seed N] [--out DIR]
                   [--resume] [--no-progress]
@@ -152,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--json", action="store_true", help="print JSON")
 
+    meta = bench_sub.add_parser("meta-step",
+                                help="seconds per meta-iteration: sampling vs meta-update")
+    meta.add_argument("family", type=_family_arg, metavar="FAMILY")
+    meta.add_argument("--algos", type=_algo_list, default="maml,fomaml,reptile",
+                      help="comma-separated methods (maml,fomaml,reptile)")
+    meta.add_argument("--preset", default="locomotion", help="preset of every method (locomotion)")
+    meta.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field of every method (repeatable)")
+    meta.add_argument("--iterations", type=_positive_int, default=1,
+                      help="meta-iterations timed per method (1)")
+    meta.add_argument("--seed", type=int, default=0)
+    meta.add_argument("--json", action="store_true", help="print JSON")
+
     norm = sub.add_parser("normalizer",
                           help="recompute the state normalizer shipped for cheetah-highdim")
     norm.add_argument("family", choices=["cheetah-highdim"], metavar="FAMILY")
@@ -188,7 +202,29 @@ def cmd_envs(args) -> int:
     return 0
 
 
+def _algo_list(text: str) -> list[str]:
+    from .algos import get_algorithm
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected methods like maml,fomaml,reptile")
+    try:
+        return [get_algorithm(n).name for n in names]
+    except AdaptrlError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def cmd_bench(args) -> int:
+    if args.bench == "meta-step":
+        from .bench.meta_step import bench_meta_step, format_meta_step
+
+        configure_threads()
+        algos = args.algos if isinstance(args.algos, list) else _algo_list(args.algos)
+        result = bench_meta_step(args.family, algos, args.preset, args.overrides,
+                                 args.iterations, args.seed)
+        print(json.dumps(result, indent=1) if args.json else format_meta_step(result))
+        return 0
+
     from .bench.sampler import bench_sampler, format_result
 
     try:

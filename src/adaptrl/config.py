@@ -6,6 +6,7 @@ in three layers, each checked field by field:
 1. the dataclass defaults;
 2. an optional preset, a flat YAML mapping ``field: value`` stored at
    ``adaptrl/presets/<algo>/<preset>.yaml`` (or any ``.yaml`` path given instead of a name);
+   ``include: <algo>/<preset>`` first applies another preset (shared paper settings);
 3. ``key=value`` overrides, each parsed by the field's declared type.
 
 Then ``config.validate()`` rejects impossible values. Every mistake (unknown key, wrong type,
@@ -234,8 +235,26 @@ def make_config(algo, preset: str | None = None, overrides=()):
     config = algo_cls.Config()
     if preset is not None:
         path = preset_path(algo_cls, preset)
-        config = _replace(algo_cls, config, _read_preset(path), f"preset {path}")
+        config = _replace(algo_cls, config, _resolve_preset(path), f"preset {path}")
     return apply_overrides(algo_cls, config, overrides)
+
+
+def _resolve_preset(path: Path, seen: tuple = ()) -> dict:
+    """A preset's fields, after those of the preset it names in ``include: <algo>/<name>``
+    (so methods share one file per paper setting and add only their own fields)."""
+    if path in seen:
+        raise AdaptrlError(f"preset {path} includes itself: {' -> '.join(map(str, seen))}")
+    data = dict(_read_preset(path))
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    if not isinstance(include, str) or include.count("/") != 1:
+        raise AdaptrlError(f"preset {path}: include must look like '<algo>/<preset>', "
+                           f"got {include!r}")
+    algo_name, name = include.split("/")
+    merged = _resolve_preset(preset_path(algo_name, name), seen + (path,))
+    merged.update(data)
+    return merged
 
 
 # ─── presets ────────────────────────────────────────────────────────────────────────────────

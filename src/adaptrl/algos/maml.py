@@ -99,15 +99,17 @@ class MAML(PolicyGradientMethod):
             params = self.inner_update(params, episodes, advantages, create_graph=second_order)
         return params
 
-    def post_adaptation_loss(self, inner, post: Episodes, post_adv, old_logp) -> torch.Tensor:
-        """L(θ) = −(1/T) Σ_i E_t[π_θ'_i(θ)(a|s) / π_old(a|s) · Â'] on the post-adaptation data."""
-        params = self.adapted_params(inner)
+    def post_adaptation_loss(self, inner, post: Episodes, post_adv, old_logp, params=None
+                             ) -> torch.Tensor:
+        """L(θ) = −(1/T) Σ_i E_t[π_θ'_i(θ)(a|s) / π_old(a|s) · Â'] on the post-adaptation data
+        (``params``: θ'(θ) if already computed)."""
+        params = self.adapted_params(inner) if params is None else params
         logp = self.policy.log_prob(self.policy_obs(post), post.actions, params)
         return -masked_task_mean(torch.exp(logp - old_logp) * post_adv, post.mask).mean()
 
-    def post_adaptation_kl(self, inner, post: Episodes, old_params) -> torch.Tensor:
+    def post_adaptation_kl(self, inner, post: Episodes, old_params, params=None) -> torch.Tensor:
         """(1/T) Σ_i E_t[KL(π_θ'_i,old ‖ π_θ'_i(θ))] on the post-adaptation states."""
-        params = self.adapted_params(inner)
+        params = self.adapted_params(inner) if params is None else params
         kl = self.policy.kl(self.policy_obs(post), old_params, params)
         return masked_task_mean(kl, post.mask).mean()
 
@@ -116,17 +118,29 @@ class MAML(PolicyGradientMethod):
         with torch.no_grad():
             old_logp = self.policy.log_prob(self.policy_obs(post), post.actions, old_params)
         # TRPO differentiates the first surrogate evaluation only; the line search just reads
-        # values, so later evaluations skip the second-order graph
+        # values, so later evaluations skip the second-order graph, and the loss and the KL of
+        # one candidate θ share its adapted parameters (keyed by the tensors' in-place versions)
         differentiate = [True]
+        cache: dict = {}
+
+        def adapted_values():
+            key = tuple(p._version for p in self.policy.parameters())
+            if cache.get("key") != key:
+                with torch.no_grad():
+                    cache.update(key=key, params=self.adapted_params(inner))
+            return cache["params"]
 
         def surrogate():
-            with torch.set_grad_enabled(differentiate[0]):
+            if differentiate[0]:
                 differentiate[0] = False
                 return self.post_adaptation_loss(inner, post, post_adv, old_logp)
+            with torch.no_grad():
+                return self.post_adaptation_loss(inner, post, post_adv, old_logp,
+                                                 adapted_values())
 
         def mean_kl():  # read as a value only: the trust-region metric is `fvp`
             with torch.no_grad():
-                return self.post_adaptation_kl(inner, post, old_params)
+                return self.post_adaptation_kl(inner, post, old_params, adapted_values())
 
         # curvature products on a subsample of the episodes (cg_subsample = 1: all of them)
         fraction = self.config.cg_subsample
