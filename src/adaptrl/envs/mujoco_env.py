@@ -31,9 +31,9 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 def gymnasium_asset(filename: str) -> str:
     """Path of one of Gymnasium's MuJoCo XML files (installed with the package; no download)."""
-    import gymnasium.envs.mujoco as gym_mujoco
+    import gymnasium  # the assets ship with the package; gymnasium.envs.mujoco is not imported
 
-    path = os.path.join(os.path.dirname(gym_mujoco.__file__), "assets", filename)
+    path = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets", filename)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Gymnasium's MuJoCo asset {filename} is missing ({path})")
     return path
