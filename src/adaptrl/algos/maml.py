@@ -71,8 +71,7 @@ class MAML(PolicyGradientMethod):
         post = sampler.sample(self.actor(params, tasks), tasks, rng)
         sample_s += time.perf_counter() - t0
         metrics = episode_metrics("return", post)
-        if inner:
-            metrics.update(episode_metrics("return_pre", inner[0][1]))
+        metrics.update(episode_metrics("return_pre", inner[0][1]))
 
         # ── outer loop: TRPO on the post-adaptation surrogate ───────────────────────────────
         info = self.meta_update(inner, params, post, self.advantages(post))
