@@ -15,7 +15,7 @@ from adaptrl.config import make_config
 from adaptrl.eval import evaluate, tasks_for_split
 from adaptrl.tasks import get_family
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _trained(name, iterations):
