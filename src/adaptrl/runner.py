@@ -413,6 +413,8 @@ class _Trainer:
         bar = tqdm(total=config.iterations, initial=self.start, unit="it", dynamic_ncols=True,
                    desc=f"{algo.name} {algo.family.name}", file=sys.stderr,
                    disable=None if self.progress else True)
+        # without a terminal (CI logs, `| tee`) the bar is off: report at each checkpoint instead
+        plain = self.progress and not sys.stderr.isatty()
         session_start = time.perf_counter()
         try:
             for iteration in range(self.start + 1, config.iterations + 1):
@@ -433,9 +435,21 @@ class _Trainer:
                 if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
                     writer.flush()
                     self._checkpoint(iteration, elapsed)
+                    if plain:
+                        self._report(iteration, metrics, elapsed, now - session_start)
         finally:
             bar.close()
             writer.close()
+
+    def _report(self, iteration: int, metrics: dict, elapsed: float, session_s: float) -> None:
+        """One progress line: iteration, the return metric, elapsed time and ETA."""
+        done = iteration - self.start
+        eta = session_s / done * (self.config.iterations - iteration) if done else 0.0
+        shown = _return_key(metrics)
+        value = f", {shown} {metrics[shown]:.4g}" if shown is not None else ""
+        print(f"{self.algo.name} {self.algo.family.name}: iteration {iteration}/"
+              f"{self.config.iterations}{value}, elapsed {elapsed:.0f} s, ETA {eta:.0f} s",
+              file=sys.stderr, flush=True)
 
     def _checkpoint(self, iteration: int, elapsed: float) -> None:
         self.log.sync()
