@@ -276,7 +276,9 @@ def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
         result = e.result
         if shared and i > 0:
             result = _without_oracle(result)
-        oracle_label = "oracle" if shared else f"{e.label}: oracle"
+        kind = result.get("oracle_kind")
+        name = f"{kind} oracle" if kind else "oracle"  # not to be confused with an 'oracle' run
+        oracle_label = name if shared else f"{e.label}: {name}"
         _draw_curve(ax, result, label=e.label, color=f"C{i % 10}", oracle_label=oracle_label)
     ax.set_title(f"{entries[0].result['family']} ({split})")
     _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]])
