@@ -91,7 +91,6 @@ class PolicyGradientMethod(MetaAlgorithm):
         obs_dim = family.obs_dim + (family.param_dim if self.condition_on_task else 0)
         self.policy = GaussianMLPPolicy(obs_dim, family.act_dim, tuple(config.hidden_sizes),
                                         config.activation, config.init_log_std)
-        self.baseline = LinearFeatureBaseline()
         self._samplers: dict[tuple[int, int], Sampler] = {}
 
     # ── sampling ──
@@ -127,7 +126,8 @@ class PolicyGradientMethod(MetaAlgorithm):
     def advantages(self, episodes: Episodes) -> torch.Tensor:
         """Per-task baseline fit, GAE, optional per-task normalisation; ``[T, N, H]``."""
         cfg = self.config
-        baseline = LinearFeatureBaseline(self.baseline.reg_coeff).fit(episodes, cfg.gamma)
+        # refitted on every batch, one regression per task: the baseline carries no state
+        baseline = LinearFeatureBaseline().fit(episodes, cfg.gamma)
         adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
         if cfg.normalize_advantages:
             mask = episodes.mask
@@ -158,7 +158,9 @@ class PolicyGradientMethod(MetaAlgorithm):
         tasks = self.family.check_params(tasks)
         requested = [int(b) for b in budgets]
         budgets = sorted(set(requested))
-        if budgets and budgets[0] < 0:
+        if not budgets:
+            return []
+        if budgets[0] < 0:
             raise ValueError(f"adaptation budgets must be ≥ 0, got {budgets}")
         T = len(tasks)
         sampler = self.sampler(T)
@@ -166,11 +168,11 @@ class PolicyGradientMethod(MetaAlgorithm):
         results: dict[int, Adapted] = {}
         samples = np.zeros(T)
         start = time.perf_counter()
-        for step in range(max(budgets, default=0) + 1):
+        for step in range(budgets[-1] + 1):
             if step in budgets:
                 results[step] = Adapted(self.actor(params, tasks), samples.copy(),
                                         time.perf_counter() - start)
-            if step == max(budgets):
+            if step == budgets[-1]:
                 break
             episodes = sampler.sample(self.actor(params, tasks), tasks, rng)
             samples += episodes.mask.sum((1, 2)).numpy()
@@ -196,8 +198,7 @@ def episode_metrics(prefix: str, episodes: Episodes) -> dict[str, float]:
 def trpo_metrics(info: dict) -> dict[str, float]:
     """TRPO diagnostics as floats under ``trpo/``; a refused update is logged as
     ``trpo/refused = 1`` and its reason is reported as a warning (metrics stay numeric)."""
-    out = {f"trpo/{k}": float(v) for k, v in info.items()
-           if isinstance(v, (int, float, bool)) and not isinstance(v, str)}
+    out = {f"trpo/{k}": float(v) for k, v in info.items() if isinstance(v, (int, float, bool))}
     out["trpo/refused"] = 0.0 if info.get("refused") is None else 1.0
     if info.get("refused") is not None:
         warnings.warn(f"TRPO refused the update: {info['refused']}", RuntimeWarning, stacklevel=2)
