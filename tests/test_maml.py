@@ -104,7 +104,7 @@ def test_first_order_gradient_is_the_second_order_gradient_without_inner_jacobia
 def test_jtfj_product_equals_direct_kl_hessian_vector_product(first_order, inner_steps):
     algo, inner, adapted, post, _, _ = _setup(first_order=first_order, inner_steps=inner_steps)
     params = list(algo.policy.parameters())
-    fast = algo.kl_hessian_product(inner, adapted, post.obs, post.mask)
+    fast = algo.kl_hessian_product(inner, adapted, post)
     # direct: differentiate the KL gradient through the inner update (third-order graph)
     kl = algo.post_adaptation_kl(inner, post, adapted)
     g = torch.autograd.grad(kl, params, create_graph=True)
@@ -175,3 +175,24 @@ def test_maml_rejects_zero_inner_steps():
     cls = get_algorithm("maml")
     with pytest.raises(ValueError, match="inner_steps"):
         cls.Config(inner_steps=0).validate()
+
+
+@pytest.mark.parametrize("name", ["pretrain", "oracle"])
+def test_pretrain_fisher_product_equals_kl_hessian_vector_product(name):
+    from adaptrl.optim import make_hvp
+    from adaptrl.algos.pg import masked_task_mean
+
+    algo, _ = _train(name, iterations=0)
+    T = 3
+    tasks = algo.family.sample(T, np.random.default_rng(3))
+    ep = _double(algo.sampler(T).sample(algo.actor(None, tasks), tasks, np.random.default_rng(4)))
+    algo.policy.double()
+    obs = algo.policy_obs(ep).double()
+    old = {k: v.detach().clone() for k, v in algo.policy.params().items()}
+    params = list(algo.policy.parameters())
+    direct = make_hvp(lambda: masked_task_mean(algo.policy.kl(obs, old, algo.policy.params()),
+                                               ep.mask).mean(), params)
+    fast = algo.fisher_vector_product(ep)
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(5),
+                    dtype=torch.float64)
+    torch.testing.assert_close(fast(v), direct(v), rtol=1e-7, atol=1e-10)

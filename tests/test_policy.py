@@ -102,3 +102,27 @@ def test_bad_shapes_and_names_are_clear_errors():
         GaussianMLPPolicy(3, 2, activation="rleu")
     with pytest.raises(AdaptrlError, match="positive"):
         GaussianMLPPolicy(3, 2, hidden_sizes=(0,))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "elu"])
+def test_fisher_product_equals_kl_hessian_vector_product(activation):
+    torch.manual_seed(6)
+    policy = GaussianMLPPolicy(3, 2, (7, 5), activation, init_log_std=-0.4).double()
+    T = 3
+    params = _perturbed_task_params(policy, T, scale=0.3)
+    params = {k: v.double() for k, v in params.items()}
+    obs = torch.randn(T, 4, 6, 3, dtype=torch.float64)
+    weights = torch.rand(T, 4, 6, dtype=torch.float64)
+    at = {k: v.clone().requires_grad_() for k, v in params.items()}
+    kl = (policy.kl(obs, params, at) * weights).sum()
+    grads = torch.autograd.grad(kl, list(at.values()), create_graph=True)
+    fisher = policy.fisher_product(obs, params, weights)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        u = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in params.items()}
+        dot = sum((g * u[k]).sum() for g, k in zip(grads, at))
+        direct = torch.autograd.grad(dot, list(at.values()), retain_graph=True)
+        fast = fisher(u)
+        for (k, _), d in zip(at.items(), direct):
+            torch.testing.assert_close(fast[k], d, rtol=1e-9, atol=1e-11)
+

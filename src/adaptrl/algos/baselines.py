@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from ..optim import make_hvp, trpo_step
+from ..optim import flatten, trpo_step
 from .base import Adapted, register_algorithm
 from .pg import (PGConfig, PolicyGradientMethod, episode_metrics, masked_task_mean,
-                 subsample_episodes, trpo_metrics)
+                 per_task_vectors, subsample_episodes, task_fisher, trpo_metrics)
 
 
 @register_algorithm
@@ -66,13 +66,10 @@ class MultiTaskPretrain(PolicyGradientMethod):
             ratio = torch.exp(policy.log_prob(obs, actions) - old_logp)
             return -masked_task_mean(ratio * advantages, mask).mean()
 
-        def mean_kl(episodes=episodes):
-            return masked_task_mean(
-                policy.kl(self.policy_obs(episodes), old, policy.params()), episodes.mask).mean()
+        def mean_kl():
+            return masked_task_mean(policy.kl(obs, old, policy.params()), mask).mean()
 
-        # the Fisher-vector product on a subsample of the episodes (cg_subsample = 1: all)
-        curvature = subsample_episodes(episodes, cfg.cg_subsample)
-        fvp = make_hvp(lambda: mean_kl(curvature), list(policy.parameters()))
+        fvp = self.fisher_vector_product(subsample_episodes(episodes, cfg.cg_subsample))
         info = trpo_step(list(policy.parameters()), surrogate, mean_kl, max_kl=cfg.max_kl,
                          cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
                          backtrack_ratio=cfg.ls_backtrack_ratio, max_backtracks=cfg.ls_max_steps,
@@ -82,6 +79,20 @@ class MultiTaskPretrain(PolicyGradientMethod):
         metrics["time/update_s"] = time.perf_counter() - start - sample_s
         self.iteration += 1
         return metrics
+
+
+    def fisher_vector_product(self, episodes):
+        """v ↦ F v for the shared policy: the Hessian of the mean (over tasks) KL over each
+        task's valid steps, exact in Gauss–Newton form, with θ seen as T equal per-task copies."""
+        policy, T = self.policy, episodes.num_tasks
+        per_task = {k: v.detach() for k, v in policy.expand_params(T).items()}
+        fisher = task_fisher(policy, episodes, self.policy_obs(episodes), per_task)
+
+        def fvp(v):
+            products = fisher(dict(zip(per_task, per_task_vectors(v, per_task))))
+            return flatten([f.sum(0) / T for f in products.values()])
+
+        return fvp
 
 
 @register_algorithm

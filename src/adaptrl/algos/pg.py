@@ -72,6 +72,20 @@ def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
         mask=episodes.mask[:, :keep], terminated=episodes.terminated[:, :keep])
 
 
+def per_task_vectors(v: torch.Tensor, like: Params) -> list[torch.Tensor]:
+    """A flat θ-space vector ``[P]`` as per-task views shaped like ``like`` (leading dim T)."""
+    T = next(iter(like.values())).shape[0]
+    shapes = [p.shape[1:] for p in like.values()]
+    parts = torch.split(v, [s.numel() for s in shapes])
+    return [p.reshape(s).unsqueeze(0).expand(T, *s) for p, s in zip(parts, shapes)]
+
+
+def task_fisher(policy, episodes: Episodes, obs: torch.Tensor, params: Params):
+    """The Fisher product of each task's policy over its valid steps (mean KL per task)."""
+    mask = episodes.mask
+    return policy.fisher_product(obs, params, mask / mask.sum((1, 2), keepdim=True).clamp_min(1))
+
+
 def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over each task's valid steps: ``x, mask [T, N, H]`` → ``[T]``."""
     return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1.0)
