@@ -18,22 +18,15 @@ constructor may use torch's global RNG for network initialisation: the runner se
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from ..errors import UnknownNameError
+from ..options import option
 from ..sampling import Actor
 from ..tasks import TaskFamily
-
-
-def option(default, help: str, **kwargs):
-    """A config field with its one-line help text (shown by ``--help`` and in errors)."""
-    if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help},
-                     **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass

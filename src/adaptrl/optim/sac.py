@@ -15,35 +15,30 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..nets.sac_nets import TanhGaussianActor, TwinQ
-
-
-def _option(default, help: str):
-    if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+from ..options import option
 
 
 @dataclass
 class SACConfig:
     """Hyper-parameters of the SAC update (defaults: the SAC paper's, as in PEARL)."""
 
-    gamma: float = _option(0.99, "discount")
-    tau: float = _option(0.005, "Polyak rate of the target critics: θ' ← (1−τ)θ' + τθ")
-    actor_lr: float = _option(3e-4, "Adam learning rate of the actor")
-    critic_lr: float = _option(3e-4, "Adam learning rate of the twin critics")
-    alpha_lr: float = _option(3e-4, "Adam learning rate of log α (auto_entropy only)")
-    batch_size: int = _option(256, "transitions per task in one update (the caller samples)")
-    hidden_sizes: list = _option([256, 256], "hidden widths of the actor and the critics")
-    activation: str = _option("relu", "activation: relu, tanh or elu")
-    auto_entropy: bool = _option(True, "tune α so that the policy entropy tracks target_entropy")
-    target_entropy: float | None = _option(None, "target entropy; None means −act_dim")
-    init_alpha: float = _option(1.0, "initial α with auto_entropy, the fixed α without")
+    gamma: float = option(0.99, "discount")
+    tau: float = option(0.005, "Polyak rate of the target critics: θ' ← (1−τ)θ' + τθ")
+    actor_lr: float = option(3e-4, "Adam learning rate of the actor")
+    critic_lr: float = option(3e-4, "Adam learning rate of the twin critics")
+    alpha_lr: float = option(3e-4, "Adam learning rate of log α (auto_entropy only)")
+    batch_size: int = option(256, "transitions per task in one update (the caller samples)")
+    hidden_sizes: list = option([256, 256], "hidden widths of the actor and the critics")
+    activation: str = option("relu", "activation: relu, tanh or elu")
+    auto_entropy: bool = option(True, "tune α so that the policy entropy tracks target_entropy")
+    target_entropy: float | None = option(None, "target entropy; None means −act_dim")
+    init_alpha: float = option(1.0, "initial α with auto_entropy, the fixed α without")
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
