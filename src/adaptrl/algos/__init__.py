@@ -5,11 +5,10 @@ from .base import (
     Adapted,
     BaseConfig,
     MetaAlgorithm,
-    config_fields,
     get_algorithm,
     option,
     register_algorithm,
 )
 
-__all__ = ["ALGORITHMS", "Adapted", "BaseConfig", "MetaAlgorithm", "config_fields",
-           "get_algorithm", "option", "register_algorithm"]
+__all__ = ["ALGORITHMS", "Adapted", "BaseConfig", "MetaAlgorithm", "get_algorithm", "option",
+           "register_algorithm"]

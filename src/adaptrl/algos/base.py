@@ -17,7 +17,6 @@ constructor may use torch's global RNG for network initialisation: the runner se
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -116,7 +115,3 @@ def get_algorithm(name: str) -> type[MetaAlgorithm]:
         return ALGORITHMS[name]
     except KeyError:
         raise UnknownNameError("algorithm", name, ALGORITHMS) from None
-
-
-def config_fields(config_cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(config_cls)}
