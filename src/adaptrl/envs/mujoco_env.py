@@ -132,7 +132,9 @@ class MujocoBatchEnv(BatchEnv):
             )
         self.action_low = m.actuator_ctrlrange[:, 0].astype(np.float32)
         self.action_high = m.actuator_ctrlrange[:, 1].astype(np.float32)
-        self.threads = int(threads or min(os.cpu_count() or 1, 8))
+        # ADAPTRL_MUJOCO_THREADS caps the pool when several trainings share one machine
+        self.threads = int(threads or os.environ.get("ADAPTRL_MUJOCO_THREADS", 0)
+                           or min(os.cpu_count() or 1, 8))
         self._datas = [mujoco.MjData(m) for _ in range(self.threads)]
         # one model per environment, as the rollout takes them (per-task copies when ψ changes
         # the physics)

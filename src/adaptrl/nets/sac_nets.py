@@ -97,17 +97,119 @@ class TanhGaussianActor(nn.Module):
         draws from torch's global RNG; pass one to keep runs reproducible.
         """
         mean, log_std = self(obs)
-        if deterministic:
-            pre_tanh = mean
-        else:
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
-                                device=mean.device)
-            pre_tanh = mean + noise * log_std.exp()
-        # log N(u; μ, σ) − log|det ∂tanh(u)/∂u|  (change of variables, SAC paper appendix C)
-        z = (pre_tanh - mean) * torch.exp(-log_std)
-        gaussian = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
-        log_prob = (gaussian - tanh_log_det_jacobian(pre_tanh)).sum(-1)
-        return torch.tanh(pre_tanh), log_prob
+        return tanh_gaussian_sample(mean, log_std, generator, deterministic)
+
+
+def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor,
+                         generator: torch.Generator | None = None,
+                         deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = tanh(u), u ~ N(mean, exp(log_std)²): the action ``[..., act_dim]`` and log π(a)
+    ``[...]`` by the change of variables (SAC paper, appendix C). ``deterministic`` takes u =
+    mean. Reparameterised, so differentiable in ``mean`` and ``log_std``."""
+    if deterministic:
+        pre_tanh = mean
+    else:
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                            device=mean.device)
+        pre_tanh = mean + noise * log_std.exp()
+    z = (pre_tanh - mean) * torch.exp(-log_std)
+    gaussian = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_prob = (gaussian - tanh_log_det_jacobian(pre_tanh)).sum(-1)
+    return torch.tanh(pre_tanh), log_prob
+
+
+class LinearHeadActor(nn.Module):
+    """FLAP's policy: shared layers φ(s) ``[..., F]``, then a task-specific linear output layer.
+
+    The output layer of task i is a matrix ``W_i [2·act_dim, F + 1]`` (last column: bias) giving
+    the pre-tanh mean and log σ: ``[μ, log σ] = W_i [φ(s); 1]``. During meta-training the heads
+    of the ``num_tasks`` training tasks are parameters (``self.heads [num_tasks, 2·act_dim,
+    F + 1]``); at meta-test time a head comes from elsewhere (FLAP's adapter) and is passed to
+    `sample_with_heads`.
+
+    `sample(obs, ...)` follows the `TanhGaussianActor` interface used by `adaptrl.optim.SAC`:
+    the last ``num_tasks`` numbers of ``obs`` are the one-hot index of the training task, which
+    selects the head (the critics see the same one-hot, so they are task-conditioned).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, num_tasks: int, hidden_sizes=(256, 256),
+                 activation: str = "relu", log_std_bounds=(-20.0, 2.0)):
+        super().__init__()
+        self.hidden_sizes = _check_sizes("actor", obs_dim, act_dim, hidden_sizes)
+        if num_tasks < 1:
+            raise AdaptrlError(f"FLAP needs at least one training task, got {num_tasks}")
+        self.obs_dim, self.act_dim, self.num_tasks = int(obs_dim), int(act_dim), int(num_tasks)
+        self.activation = activation
+        low, high = (float(b) for b in log_std_bounds)
+        if not low < high:
+            raise AdaptrlError(f"log_std_bounds must be increasing, got {tuple(log_std_bounds)}")
+        self.log_std_bounds = (low, high)
+        self.trunk = MLP((self.obs_dim, *self.hidden_sizes), activation)
+        features = self.hidden_sizes[-1]
+        # every head starts as the same small layer (nn.Linear's initialisation, shrunk), so
+        # all tasks begin from one policy
+        first = nn.Linear(features, 2 * self.act_dim)
+        with torch.no_grad():
+            w = torch.cat([first.weight, first.bias[:, None]], dim=1) * 0.1
+        self.heads = nn.Parameter(w.expand(self.num_tasks, -1, -1).clone())
+
+    @property
+    def head_shape(self) -> tuple[int, int]:
+        """``(2·act_dim, F + 1)``: one task's output layer, bias in the last column."""
+        return tuple(self.heads.shape[1:])
+
+    def config(self) -> dict:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "num_tasks": self.num_tasks,
+                "hidden_sizes": list(self.hidden_sizes), "activation": self.activation,
+                "log_std_bounds": list(self.log_std_bounds)}
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """φ(s) ``[..., F]``: the shared layers with the activation after the last one."""
+        if obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"actor expects observations of size {self.obs_dim}, "
+                             f"got shape {tuple(obs.shape)}")
+        return self.trunk.act(self.trunk(obs))
+
+    def distribution(self, obs: torch.Tensor, heads: torch.Tensor):
+        """Mean and clamped log σ ``[K, ..., act_dim]`` for ``obs [K, ..., obs_dim]`` and one
+        head per leading index, ``heads [K, 2·act_dim, F + 1]`` (one batched matrix product)."""
+        if heads.dim() != 3 or heads.shape[1:] != self.heads.shape[1:] \
+                or heads.shape[0] != obs.shape[0]:
+            raise ValueError(f"heads must be [{obs.shape[0]}, {self.heads.shape[1]}, "
+                             f"{self.heads.shape[2]}] for observations {tuple(obs.shape)}, "
+                             f"got {tuple(heads.shape)}")
+        phi = self.features(obs)
+        flat = phi.reshape(phi.shape[0], -1, phi.shape[-1])            # [K, M, F]
+        out = torch.baddbmm(heads[:, None, :, -1], flat, heads[..., :-1].transpose(1, 2))
+        mean, log_std = out.reshape(*phi.shape[:-1], -1).chunk(2, dim=-1)
+        return mean, log_std.clamp(*self.log_std_bounds)
+
+    def sample_with_heads(self, obs: torch.Tensor, heads: torch.Tensor,
+                          generator: torch.Generator | None = None,
+                          deterministic: bool = False):
+        """Action and log π for ``obs [K, ..., obs_dim]`` with ``heads [K, 2·act_dim, F+1]``."""
+        return tanh_gaussian_sample(*self.distribution(obs, heads), generator, deterministic)
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None,
+               deterministic: bool = False):
+        """``obs [..., obs_dim + num_tasks]``: state and one-hot training-task index (the SAC
+        interface). A batch ``[K, B, ...]`` whose rows each hold one task (as
+        `ReplayBuffer.sample` gives) takes one batched product; any other layout evaluates
+        each observation with its own head."""
+        state, one_hot = obs[..., :self.obs_dim], obs[..., self.obs_dim:]
+        if one_hot.shape[-1] != self.num_tasks:
+            raise ValueError(f"expected {self.obs_dim} observation numbers and a one-hot of "
+                             f"{self.num_tasks} tasks, got shape {tuple(obs.shape)}")
+        index = one_hot.argmax(-1)
+        rows = index.reshape(index.shape[0], -1) if index.dim() else index.reshape(1, 1)
+        if index.dim() >= 1 and bool((rows == rows[:, :1]).all()):
+            return self.sample_with_heads(state, self.heads[rows[:, 0]], generator,
+                                          deterministic)
+        flat = state.reshape(-1, 1, self.obs_dim)
+        action, log_prob = self.sample_with_heads(flat, self.heads[index.reshape(-1)],
+                                                  generator, deterministic)
+        return (action.reshape(*state.shape[:-1], self.act_dim),
+                log_prob.reshape(state.shape[:-1]))
 
 
 class QNetwork(nn.Module):

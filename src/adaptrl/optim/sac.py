@@ -79,18 +79,23 @@ class SAC:
         seed: seeds the torch generator that draws the update's action noise (and `act`'s
             when no generator is passed); its state is part of ``state_dict``.
         device: where the networks live; batches are moved there.
+        actor: another policy with `TanhGaussianActor`'s ``sample(obs, generator,
+            deterministic) -> (action, log π)`` (FLAP's `LinearHeadActor`); default: a
+            `TanhGaussianActor` with ``config``'s sizes.
 
     Network initialisation draws from torch's global RNG (the runner seeds it first).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, config: SACConfig | None = None,
-                 seed: int = 0, device: str | torch.device = "cpu"):
+                 seed: int = 0, device: str | torch.device = "cpu",
+                 actor: nn.Module | None = None):
         self.config = config = config if config is not None else SACConfig()
         config.validate()
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.device = torch.device(device)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, config.hidden_sizes,
-                                       config.activation).to(self.device)
+        if actor is None:
+            actor = TanhGaussianActor(obs_dim, act_dim, config.hidden_sizes, config.activation)
+        self.actor = actor.to(self.device)
         self.critic = TwinQ(obs_dim, act_dim, config.hidden_sizes,
                             config.activation).to(self.device)
         self.critic_target = TwinQ(obs_dim, act_dim, config.hidden_sizes,
