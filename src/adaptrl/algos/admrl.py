@@ -1,0 +1,655 @@
+"""Model-based adversarial meta-RL (AdMRL; Lin et al. 2020) and its distributional variants.
+
+The shared structure is a learned dynamics model T̂_φ. Adapting to a task ψ means training a
+policy on the model for r_ψ ("zero-shot", no real samples), then optionally running SLBO: collect
+real samples, refit the model, train on the model again. Meta-training (Algorithm 1) visits one
+task per iteration:
+
+    θ̂  ← VirtualTraining(θ_random, φ, ψ, D, n_zeroshot)          (skipped for the first task)
+    repeat n_slbo times:  D ← D ∪ real samples of π_θ;  θ* ← VirtualTraining(θ, φ, ψ, D, n_inner)
+    ψ ← Π_Ψ(ψ + α ∂L/∂ψ)                                          (AdMRL; a random ψ after task 1)
+
+where VirtualTraining is Algorithm 2 (n times: n_model model steps on D, then n_policy TRPO
+steps on model rollouts with reward r_ψ) and L(φ, ψ) = max_θ η*(θ, ψ) − η*(θ̂(ψ), ψ) is the
+sub-optimality gap of Eq. (1). Its task gradient, Eq. (2),
+
+    ∂L/∂ψ = ∂η*/∂ψ|θ* − ( ∂θ̂ᵀ/∂ψ · ∂η*/∂θ|θ̂ + ∂η*/∂ψ|θ̂ ),   ∂θ̂/∂ψᵀ = −A⁻¹B   (Eq. 5)
+
+with A = ∂²η̂/∂θ∂θᵀ (Eq. 7, REINFORCE form, products by the parameter-copy trick of Appendix B)
+and B = ∂²η̂/∂θ∂ψᵀ (Eq. 6). Because A is symmetric, ∂θ̂ᵀ/∂ψ · g = −Bᵀ(A⁻¹g): one linear solve
+A y = g per step whatever the dimension of ψ (the paper solves Eq. 5 once per dimension; the
+result is the same). A sampled A is indefinite, so y comes from CG on the normal equations
+(AᵀA + λI) y = Aᵀg (`conjugate_gradient_normal`, A never formed), as in §4.3.
+
+``mb-unif`` and ``mb-gauss`` run the same loop with the same task and sample counts, but draw
+each task uniformly from Ψ, or from N(centre of Ψ, task_std²·I) clipped to Ψ.
+
+Eq. (2) as printed in the paper lost its chain-rule product; the form above is Algorithm 1,
+line 11. Eq. (7) is used at the trajectory level (log π_θ(τ) = Σ_t log π_θ(a_t|s_t), R_ψ(τ) the
+discounted return) with the batch-mean return subtracted, which keeps it unbiased because
+E[∇log π ∇log πᵀ + ∇²log π] = 0. A and B are estimated on model rollouts of π_θ̂ under the model
+as it is after the task's SLBO phase; Eqs. (3)–(4) on real rollouts.
+
+Real-sample accounting: every SLBO collection uses ``fast_batch`` episodes of ``horizon`` steps.
+The task gradient reuses the first collection of a task (π_θ̂) and, unless ``task_grad_fresh``,
+the last one (π_θ* before its final virtual training) — no extra samples, as §4.3 suggests.
+With n_slbo = 1 the only collection is π_θ̂'s, so π_θ* is rolled out afresh (and counted).
+
+Simplifications, stated: the dynamics loss is SLBO's one-step version (mean squared error on the
+normalized Δs, no multi-step loss); when several tasks are adapted at once (meta-test), their
+per-task policies take TRPO steps jointly (one trust region on the mean KL over tasks; the Fisher
+matrix is block-diagonal, so each task's direction is its own natural gradient); at meta-test
+the zero-shot phase trains on the meta-trained model without refitting it, and each task's SLBO
+phase refits its own copy of the model on D plus that task's samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..nets import GaussianMLPPolicy, Params
+from ..nets.dynamics import DynamicsModel
+from ..optim import conjugate_gradient_normal, flat_grad
+from ..sampling import Episodes, LinearFeatureBaseline, ReplayBuffer, Sampler
+from ..sampling.virtual import VirtualSampler
+from .base import Adapted, BaseConfig, MetaAlgorithm, option, register_algorithm
+from .pg import normalize_per_task, per_task_trpo_step
+
+
+@dataclass
+class AdMRLConfig(BaseConfig):
+    """AdMRL / MB-Unif / MB-Gauss settings (names of Appendix C where it has one)."""
+
+    iterations: int = option(10, "training tasks n_tasks (Algorithm 1 trains one task per "
+                                 "iteration)")
+    meta_batch: int = option(1, "tasks per iteration; Algorithm 1 trains one task at a time, "
+                                "so it must be 1")
+    fast_batch: int = option(10, "real episodes per SLBO collection (n_collect = fast_batch × "
+                                 "horizon); an adaptation budget of n samples runs "
+                                 "n // n_collect SLBO iterations")
+    hidden_sizes: list = option([64, 64], "policy hidden layer widths")
+    activation: str = option("tanh", "policy activation: relu, tanh or elu")
+    init_log_std: float = option(0.0, "initial log standard deviation of each new policy")
+    # ── the dynamics model T̂_φ ──
+    model_hidden_sizes: list = option([200, 200], "dynamics model hidden layer widths")
+    model_activation: str = option("relu", "dynamics model activation: relu, tanh or elu")
+    model_ensemble: int = option(1, "dynamics ensemble size (each rollout step is answered by "
+                                    "a random member)")
+    model_lr: float = option(1e-3, "Adam learning rate of the dynamics model")
+    model_batch: int = option(128, "minibatch size of each model step")
+    model_buffer: int = option(200_000, "real transitions kept in D (oldest dropped)")
+    model_clamp_margin: float = option(0.5, "model predictions are clamped to the observed "
+                                            "state range widened by this fraction of its width")
+    # ── Algorithm 1 and 2 schedules ──
+    n_zeroshot: int = option(40, "virtual-training iterations of zero-shot adaptation")
+    n_slbo: int = option(3, "SLBO iterations per training task (real collections)")
+    n_slbo_first: int = option(10, "SLBO iterations for the first training task")
+    n_inner: int = option(20, "virtual-training iterations after each real collection")
+    n_model: int = option(100, "model steps per virtual-training iteration")
+    n_policy: int = option(20, "TRPO steps per virtual-training iteration")
+    virtual_episodes: int = option(50, "virtual episodes per task per TRPO step (n_trpo = "
+                                       "virtual_episodes × virtual_horizon)")
+    virtual_horizon: int = option(0, "length of model rollouts; 0 means the episode horizon")
+    # ── TRPO on model rollouts ──
+    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)")
+    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step")
+    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product")
+    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor")
+    ls_max_steps: int = option(15, "line-search trials before the step is refused")
+    normalize_advantages: bool = option(True, "centre and scale advantages per task for TRPO")
+    # ── task search ──
+    task_lr: float = option(2.0, "AdMRL: step size α of projected gradient ascent on ψ")
+    task_steps: int = option(1, "AdMRL: ascent steps on ψ per training task (later steps "
+                                "relabel the same real rollouts with the moved ψ and draw new "
+                                "model rollouts)")
+    task_cg_iters: int = option(200, "AdMRL: CG iterations on the normal equations AᵀAy = Aᵀg")
+    task_cg_damping: float = option(1e-4, "AdMRL: Tikhonov λ of the normal equations "
+                                          "(AᵀA + λI)y = Aᵀg")
+    task_grad_per_step: bool = option(True, "AdMRL: measure the gap L per time step (the "
+                                            "gradient divided by the horizon)")
+    task_grad_fresh: bool = option(False, "AdMRL: roll π_θ* out afresh for ∂η*/∂ψ|θ* (costs "
+                                          "fast_batch extra episodes per task) instead of "
+                                          "reusing the last SLBO collection")
+    task_std: float = option(1.0, "MB-Gauss: standard deviation of the task Gaussian around "
+                                  "the centre of Ψ")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.meta_batch != 1:
+            raise ValueError(f"meta_batch must be 1 for model-based methods (one task per "
+                             f"iteration, Algorithm 1), got {self.meta_batch}")
+        positive = ("model_ensemble", "model_batch", "model_buffer", "n_slbo", "n_slbo_first",
+                    "n_inner", "n_policy", "virtual_episodes", "cg_iters", "ls_max_steps",
+                    "task_steps", "task_cg_iters")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("n_zeroshot", "n_model", "virtual_horizon"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not self.model_hidden_sizes or any(int(h) < 1 for h in self.model_hidden_sizes):
+            raise ValueError(f"model_hidden_sizes must be positive widths, got "
+                             f"{self.model_hidden_sizes}")
+        for name in ("model_lr", "max_kl", "task_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("task_lr", "cg_damping", "task_cg_damping", "model_clamp_margin"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not 0 < self.ls_backtrack_ratio < 1:
+            raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
+
+
+# ─── the task-gradient estimators (Eqs. 2–7), generic over callables so they can be tested ──
+def reward_gradient(family, obs, actions, next_obs, mask, psi, gamma: float) -> torch.Tensor:
+    """Eq. (3): ∂η/∂ψ = E_τ[Σ_t γᵗ ∂r_ψ(s_t, a_t, s_t+1)/∂ψ] by autograd through r_ψ.
+
+    obs, next_obs: ``[T, N, H, obs_dim]``; actions ``[T, N, H, act_dim]``; mask ``[T, N, H]``;
+    psi: ``[T, k]``. Returns ``[T, k]`` (float64), the mean over the N episodes.
+    """
+    psi = torch.as_tensor(psi, dtype=torch.float64).detach().requires_grad_()
+    with torch.enable_grad():
+        rewards = family.reward(obs, actions, next_obs, psi[:, None, None, :])
+        H = rewards.shape[-1]
+        weights = gamma ** torch.arange(H, dtype=torch.float64) * mask.to(torch.float64)
+        eta = (rewards.to(torch.float64) * weights).sum(-1).mean(-1).sum()
+        (grad,) = torch.autograd.grad(eta, psi)
+    return grad
+
+
+def policy_hessian_product(log_prob_fn, returns: torch.Tensor, params: Params):
+    """The Eq. (7) estimator of A = ∂²η/∂θ∂θᵀ as a matvec, by Appendix B's parameter copies.
+
+    With three copies θ₁, θ₂, θ₃ of θ and (Eq. 20)
+
+        η_h = E_τ[(log π_θ₁(τ)·log π_θ₂(τ) + log π_θ₃(τ)) R(τ)],
+
+    ∂/∂θ₁(∂η_h/∂θ₂ · x) = E[∇log π (∇log π · x) R] (Eq. 21) and ∂/∂θ₃(∂η_h/∂θ₃ · x) =
+    E[∇²log π x R] (Eq. 22), so A x is their sum, one backward pass per product.
+
+    log_prob_fn: ``params -> log π_θ(τ) [T, N]`` (per-trajectory sums of log π(a_t|s_t)).
+    returns: R(τ) ``[T, N]``; any baseline constant in θ may be subtracted (unbiased, since
+    E[∇log π ∇log πᵀ + ∇²log π] = 0). The expectation is the mean over N; tasks are summed
+    (with per-task θ the matrix is block-diagonal). Returns ``x [P] -> A x [P]`` over
+    ``flat_dict(params)``.
+    """
+    copies = [{k: v.detach().clone().requires_grad_() for k, v in params.items()}
+              for _ in range(3)]
+    returns = returns.detach()
+    with torch.enable_grad():
+        lp1, lp2, lp3 = (log_prob_fn(c) for c in copies)
+        eta_h = ((lp1 * lp2 + lp3) * returns).mean(-1).sum()  # Eq. (20)
+        p1, p2, p3 = (list(c.values()) for c in copies)
+        g2 = flat_grad(eta_h, p2, create_graph=True, retain_graph=True)
+        g3 = flat_grad(eta_h, p3, create_graph=True, retain_graph=True)
+
+    def matvec(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().to(g2.dtype)
+        with torch.enable_grad():
+            h = torch.dot(g2, x) + torch.dot(g3, x)
+            both = flat_grad(h, p1 + p3, retain_graph=True)  # [∂/∂θ₁ (Eq. 21), ∂/∂θ₃ (Eq. 22)]
+        return both[:len(g2)] + both[len(g2):]
+
+    return matvec
+
+
+def mixed_derivative_vjp(surrogate_fn, params: Params, psi: torch.Tensor):
+    """Products with B = ∂²η/∂θ∂ψᵀ (Eq. 6): ``y [P] -> Bᵀ y [T, k]``.
+
+    surrogate_fn: ``(params, psi) -> scalar`` whose θ-gradient is the policy gradient, i.e.
+    E[Σ_t γᵗ log π_θ(a_t|s_t) A_ψ(s_t, a_t)] with the advantages differentiable in ψ; then
+    ∂/∂ψ (∇_θ S · y) = Bᵀ y.
+    """
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    psi = psi.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        grad_theta = flat_grad(surrogate_fn(leaves, psi), list(leaves.values()),
+                               create_graph=True, retain_graph=True)
+
+    def vjp(y: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            (out,) = torch.autograd.grad(torch.dot(grad_theta, y.detach().to(grad_theta.dtype)),
+                                         psi, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(psi) if out is None else out
+
+    return vjp
+
+
+def implicit_task_gradient(d_eta_dpsi_star, d_eta_dpsi_hat, d_eta_dtheta_hat, hessian_matvec,
+                           mixed_vjp, cg_iters: int = 200, damping: float = 0.0,
+                           residual_tol: float = 1e-12):
+    """Eq. (2): ∂L/∂ψ = ∂η*/∂ψ|θ* − (∂θ̂ᵀ/∂ψ · ∂η*/∂θ|θ̂ + ∂η*/∂ψ|θ̂).
+
+    With ∂θ̂/∂ψᵀ = −A⁻¹B (Eq. 5) and A symmetric, ∂θ̂ᵀ/∂ψ · g = −Bᵀy where A y = g; y solves
+    the normal equations (AᵀA + λI) y = Aᵀg by CGLS, so an indefinite A is fine.
+
+    Args:
+        d_eta_dpsi_star, d_eta_dpsi_hat: ``[k]`` (Eq. 3 at θ* and θ̂).
+        d_eta_dtheta_hat: g ``[P]`` (Eq. 4).
+        hessian_matvec: ``x [P] -> A x [P]`` (Eq. 7).
+        mixed_vjp: ``y [P] -> Bᵀ y [k]`` (Eq. 6).
+
+    Returns ``(grad [k], info)``; info holds the CG diagnostics and the three terms' norms.
+    """
+    g = d_eta_dtheta_hat.detach()
+    y, cg_info = conjugate_gradient_normal(hessian_matvec, hessian_matvec, g, iters=cg_iters,
+                                           residual_tol=residual_tol, damping=damping)
+    chain = -mixed_vjp(y).reshape(d_eta_dpsi_hat.shape)  # ∂θ̂ᵀ/∂ψ · ∂η*/∂θ|θ̂
+    grad = d_eta_dpsi_star - (chain + d_eta_dpsi_hat)
+    info = {"cg_iterations": cg_info["iterations"], "cg_residual": cg_info["residual_norm"],
+            "cg_normal_residual": cg_info["normal_residual_norm"],
+            "cg_ok": cg_info["curvature_ok"],
+            "norm_star": float(torch.linalg.vector_norm(d_eta_dpsi_star)),
+            "norm_hat": float(torch.linalg.vector_norm(d_eta_dpsi_hat)),
+            "norm_chain": float(torch.linalg.vector_norm(chain)),
+            "norm_policy_grad": float(torch.linalg.vector_norm(g))}
+    return grad, info
+
+
+def project_to_box(psi: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Π_Ψ for a box Ψ = [low, high] (Euclidean projection: clip each coordinate)."""
+    return np.minimum(np.maximum(np.asarray(psi, dtype=np.float64), low), high)
+
+
+# ─── the method ────────────────────────────────────────────────────────────────────────────
+class ModelBasedMeta(MetaAlgorithm):
+    """Algorithm 1 with a task-selection rule chosen by the subclass (see module docstring)."""
+
+    Config = AdMRLConfig
+    task_search = "uniform"
+    # adaptation budgets are real environment steps per task, not gradient steps (the paper
+    # evaluates n = 2000, 4000, 6000 after zero-shot)
+    default_budgets = (0, 2000, 4000, 6000)
+    budget_unit = "real samples"
+
+    def __init__(self, family, config: AdMRLConfig):
+        super().__init__(family, config)
+        cfg = config
+        self.policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, tuple(cfg.hidden_sizes),
+                                        cfg.activation, cfg.init_log_std)
+        self.model = DynamicsModel(family.obs_dim, family.act_dim, tuple(cfg.model_hidden_sizes),
+                                   cfg.model_activation, cfg.model_ensemble,
+                                   cfg.model_clamp_margin)
+        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=cfg.model_lr)
+        self.data = ReplayBuffer(1, cfg.model_buffer, family.obs_dim, family.act_dim)
+        self.psi: np.ndarray | None = None  # the task of the next iteration [k]
+        self.visited: list[list[float]] = []  # the task of each finished iteration
+        self.real_samples = 0
+        env = self.real_sampler(1, 1).env
+        self.action_low, self.action_high = env.action_low.copy(), env.action_high.copy()
+
+    # ── helpers: samplers, fresh policies, data ──
+    @property
+    def virtual_horizon(self) -> int:
+        return self.config.virtual_horizon or self.horizon
+
+    def real_sampler(self, num_tasks: int, num_episodes: int) -> Sampler:
+        return self.sampler(num_tasks, num_episodes)
+
+    def virtual_sampler(self, num_tasks: int) -> VirtualSampler:
+        return VirtualSampler(self.family, num_tasks, self.config.virtual_episodes,
+                              self.virtual_horizon, self.action_low, self.action_high)
+
+    def init_policy(self, num_tasks: int, rng: np.random.Generator) -> Params:
+        """Fresh per-task policy parameters ``[T, ...]`` (leaf tensors), drawn from ``rng`` with
+        the policy's own scheme: Xavier-uniform weights (gain 0.1 on the output layer), zero
+        biases, log-std ``init_log_std``."""
+        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+        n_layers = len(self.policy.layers)
+        out = {}
+        for name, p in self.policy.named_parameters():
+            shape = (num_tasks, *p.shape)
+            if name == "log_std":
+                value = torch.full(shape, self.config.init_log_std)
+            elif name.endswith("bias"):
+                value = torch.zeros(shape)
+            else:
+                fan_out, fan_in = p.shape
+                gain = 0.1 if name == f"layers.{n_layers - 1}.weight" else 1.0
+                bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+                value = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+            out[name] = value.requires_grad_()
+        return out
+
+    def add_data(self, data: ReplayBuffer, episodes: Episodes) -> None:
+        """Store real transitions (actions clipped as the environment applied them)."""
+        T, N, H = episodes.mask.shape
+        low, high = torch.from_numpy(self.action_low), torch.from_numpy(self.action_high)
+        flat = Episodes(episodes.obs.reshape(1, T * N, H, -1),
+                        torch.maximum(torch.minimum(episodes.actions, high), low).reshape(
+                            1, T * N, H, -1),
+                        episodes.rewards.reshape(1, T * N, H),
+                        episodes.next_obs.reshape(1, T * N, H, -1),
+                        episodes.mask.reshape(1, T * N, H),
+                        episodes.terminated.reshape(1, T * N, H), episodes.params[:1])
+        data.add_episodes(flat)
+
+    @staticmethod
+    def _arrays(data: ReplayBuffer):
+        n = int(data.size[0])
+        return (torch.from_numpy(data.obs[0, :n]), torch.from_numpy(data.action[0, :n]),
+                torch.from_numpy(data.next_obs[0, :n]))
+
+    def fit_model(self, model, optimizer, data, rng) -> dict[str, float]:
+        """Algorithm 2 line 3: refit the normalizers, then n_model steps on D."""
+        obs, act, next_obs = self._arrays(data)
+        model.fit_normalizers(obs, act, next_obs)
+        return model.fit(obs, act, next_obs, self.config.n_model, self.config.model_batch, rng,
+                         optimizer)
+
+    # ── advantages and TRPO on (virtual) episodes ──
+    def advantages(self, episodes: Episodes, normalize: bool) -> torch.Tensor:
+        """GAE with a per-task linear baseline, ``[T, N, H]`` (differentiable in the rewards)."""
+        cfg = self.config
+        baseline = LinearFeatureBaseline().fit(episodes, cfg.gamma)
+        adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
+        return normalize_per_task(adv, episodes.mask) if normalize else adv
+
+    def trpo_update(self, theta: Params, episodes: Episodes) -> dict:
+        """One TRPO step of the per-task parameters ``theta`` (leaves ``[T, ...]``) in place."""
+        cfg = self.config
+        adv = self.advantages(episodes, cfg.normalize_advantages).detach()
+        return per_task_trpo_step(self.policy, theta, episodes, adv, max_kl=cfg.max_kl,
+                                  cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
+                                  backtrack_ratio=cfg.ls_backtrack_ratio,
+                                  max_backtracks=cfg.ls_max_steps)
+
+    def virtual_training(self, theta: Params, tasks: np.ndarray, n: int, rng, model, optimizer,
+                         data, fit_model: bool) -> dict[str, float]:
+        """Algorithm 2: n × (n_model model steps on D; n_policy TRPO steps on model rollouts).
+
+        theta: per-task leaves ``[T, ...]`` updated in place; tasks ``[T, k]``.
+        """
+        cfg = self.config
+        sampler = self.virtual_sampler(len(tasks))
+        start_obs = self._arrays(data)[0]
+        step = lambda o, a, g: model.predict(o, a, g)  # noqa: E731
+        stats = {"model_loss": math.nan, "virtual_return": math.nan, "trpo_refused": 0.0,
+                 "trpo_steps": 0.0}
+        for _ in range(n):
+            if fit_model and cfg.n_model > 0:
+                stats["model_loss"] = self.fit_model(model, optimizer, data, rng)["loss_last"]
+            for _ in range(cfg.n_policy):
+                episodes = sampler.sample(self.policy.actor(theta), step, tasks, start_obs, rng)
+                info = self.trpo_update(theta, episodes)
+                stats["virtual_return"] = float(episodes.episode_returns().mean())
+                stats["trpo_refused"] += info.get("refused") is not None
+                stats["trpo_steps"] += 1
+        return stats
+
+    def collect(self, theta: Params, tasks: np.ndarray, rng, episodes: int | None = None
+                ) -> Episodes:
+        """Real episodes of π_θ (the policy's own Gaussian noise explores), ``[T, N, H]``."""
+        sampler = self.real_sampler(len(tasks), episodes or self.config.fast_batch)
+        return sampler.sample(self.policy.actor({k: v.detach() for k, v in theta.items()}),
+                              tasks, rng)
+
+    # ── task selection ──
+    def draw_task(self, rng: np.random.Generator) -> np.ndarray:
+        """A task for MB-Unif (uniform on Ψ) or MB-Gauss (clipped Gaussian around the centre)."""
+        low, high = self.family.low, self.family.high
+        if self.task_search == "gauss":
+            centre = (low + high) / 2
+            return project_to_box(rng.normal(centre, self.config.task_std), low, high)
+        return rng.uniform(low, high)
+
+    def task_gradient(self, theta_hat: Params, hat_real: Episodes, star_real: Episodes,
+                      psi: np.ndarray, rng) -> tuple[np.ndarray, dict]:
+        """∂L/∂ψ of Eq. (2) for one task: ``psi [k]`` → ``([k], info)``."""
+        cfg, policy, family = self.config, self.policy, self.family
+        psi_t = torch.as_tensor(psi[None], dtype=torch.float64)  # [1, k]
+        low, high = torch.from_numpy(self.action_low), torch.from_numpy(self.action_high)
+
+        def clip(a):
+            return torch.maximum(torch.minimum(a, high), low)
+
+        # Eq. (3) at θ* and θ̂, from real rollouts
+        star = reward_gradient(family, star_real.obs, clip(star_real.actions), star_real.next_obs,
+                               star_real.mask, psi_t, cfg.gamma)[0]
+        hat = reward_gradient(family, hat_real.obs, clip(hat_real.actions), hat_real.next_obs,
+                              hat_real.mask, psi_t, cfg.gamma)[0]
+        discount = cfg.gamma ** torch.arange(self.horizon, dtype=torch.float32)
+
+        # Eq. (4): ∂η*/∂θ at θ̂ from the real rollouts of π_θ̂ (advantages not normalised),
+        # their rewards relabelled with ψ (a later ascent step moves ψ; the states stay valid)
+        with torch.no_grad():
+            rewards = family.reward(hat_real.obs, clip(hat_real.actions), hat_real.next_obs,
+                                    psi_t[:, None, None, :]).float() * hat_real.mask
+        relabelled = Episodes(hat_real.obs, hat_real.actions, rewards, hat_real.next_obs,
+                              hat_real.mask, hat_real.terminated, psi[None])
+        real_adv = self.advantages(relabelled, normalize=False).detach()
+
+        def real_surrogate(params):
+            logp = policy.log_prob(hat_real.obs, hat_real.actions, params)
+            return (logp * real_adv * discount * hat_real.mask).sum(-1).mean(-1).sum()
+
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in theta_hat.items()}
+        with torch.enable_grad():
+            g = flat_grad(real_surrogate(leaves), list(leaves.values())).to(torch.float64)
+
+        # virtual rollouts of π_θ̂ on T̂_φ for A (Eq. 7) and B (Eq. 6)
+        virtual = self.virtual_sampler(1).sample(
+            policy.actor({k: v.detach() for k, v in theta_hat.items()}),
+            lambda o, a, gen: self.model.predict(o, a, gen), psi[None],
+            self._arrays(self.data)[0], rng)
+        vdiscount = cfg.gamma ** torch.arange(virtual.horizon, dtype=torch.float32)
+        v_clipped = clip(virtual.actions)
+
+        def log_prob_traj(params):
+            logp = policy.log_prob(virtual.obs, virtual.actions, params)
+            return (logp * virtual.mask).sum(-1)  # log π_θ(τ) [T, N]
+
+        returns = (virtual.rewards * vdiscount * virtual.mask).sum(-1)
+        returns = returns - returns.mean(-1, keepdim=True)  # a constant baseline (unbiased)
+        hessian = policy_hessian_product(log_prob_traj, returns, theta_hat)
+
+        def hessian64(x):
+            return hessian(x.float()).to(torch.float64)
+
+        def virtual_surrogate(params, psi_var):
+            rewards = family.reward(virtual.obs, v_clipped, virtual.next_obs,
+                                    psi_var[:, None, None, :]).float() * virtual.mask
+            relabelled = Episodes(virtual.obs, virtual.actions, rewards, virtual.next_obs,
+                                  virtual.mask, virtual.terminated, virtual.params)
+            adv = self.advantages(relabelled, normalize=False)  # differentiable in ψ
+            logp = policy.log_prob(virtual.obs, virtual.actions, params)
+            return (logp * adv * vdiscount * virtual.mask).sum(-1).mean(-1).sum()
+
+        mixed = mixed_derivative_vjp(virtual_surrogate, theta_hat, psi_t)
+
+        def mixed64(y):
+            return mixed(y.float())[0].to(torch.float64)
+
+        grad, info = implicit_task_gradient(star, hat, g, hessian64, mixed64, cfg.task_cg_iters,
+                                            cfg.task_cg_damping)
+        if cfg.task_grad_per_step:
+            grad = grad / self.horizon
+        return grad.numpy(), info
+
+    # ── Algorithm 1: one training task per iteration ──
+    def train_step(self, rng):
+        cfg = self.config
+        seconds = {"real": 0.0, "virtual": 0.0, "task_grad": 0.0}
+        first = int(self.data.size[0]) == 0
+        if self.psi is None:
+            self.psi = self.draw_task(rng)
+        psi = np.array(self.psi, dtype=np.float64)
+        tasks = psi[None]
+        theta = self.init_policy(1, rng)
+        stats: dict[str, float] = {}
+
+        # ── zero-shot adaptation (line 4) ──
+        start = time.perf_counter()
+        if not first and cfg.n_zeroshot > 0:
+            stats = self.virtual_training(theta, tasks, cfg.n_zeroshot, rng, self.model,
+                                          self.model_opt, self.data, fit_model=True)
+        seconds["virtual"] += time.perf_counter() - start
+        theta_hat = {k: v.detach().clone() for k, v in theta.items()}
+
+        # ── SLBO (lines 5–7) ──
+        collections = []
+        for _ in range(cfg.n_slbo_first if first else cfg.n_slbo):
+            start = time.perf_counter()
+            episodes = self.collect(theta, tasks, rng)
+            self.add_data(self.data, episodes)
+            self.real_samples += episodes.num_steps
+            collections.append(episodes)
+            seconds["real"] += time.perf_counter() - start
+            start = time.perf_counter()
+            stats = self.virtual_training(theta, tasks, cfg.n_inner, rng, self.model,
+                                          self.model_opt, self.data, fit_model=True)
+            seconds["virtual"] += time.perf_counter() - start
+
+        # ── the next task (lines 8–12) ──
+        grad_info: dict = {}
+        grad = np.full(self.family.param_dim, np.nan)
+        if self.task_search != "adversarial":
+            self.psi = self.draw_task(rng)
+        elif first:
+            self.psi = self.family.low + rng.random(self.family.param_dim) * (
+                self.family.high - self.family.low)
+        else:
+            star_real = collections[-1]
+            if cfg.task_grad_fresh or len(collections) < 2:  # one collection: it is π_θ̂'s
+                start = time.perf_counter()
+                star_real = self.collect(theta, tasks, rng)
+                self.real_samples += star_real.num_steps
+                seconds["real"] += time.perf_counter() - start
+            start = time.perf_counter()
+            new_psi = psi
+            for _ in range(cfg.task_steps):
+                grad, grad_info = self.task_gradient(theta_hat, collections[0], star_real,
+                                                     new_psi, rng)
+                new_psi = project_to_box(new_psi + cfg.task_lr * grad, self.family.low,
+                                         self.family.high)  # line 12
+            self.psi = new_psi
+            seconds["task_grad"] += time.perf_counter() - start
+        self.visited.append(psi.tolist())
+        return self._metrics(psi, grad, grad_info, stats, collections, first, seconds)
+
+    def _metrics(self, psi, grad, grad_info, stats, collections, first, seconds):
+        """The same keys every iteration (NaN where a quantity does not apply)."""
+        nan = math.nan
+        real_returns = [float(c.episode_returns().mean()) for c in collections]
+        metrics = {"return": real_returns[-1],
+                   "return/zeroshot": nan if first else real_returns[0],
+                   "virtual/return": stats.get("virtual_return", nan),
+                   "model/loss": stats.get("model_loss", nan),
+                   "trpo/refused_fraction": stats.get("trpo_refused", 0.0)
+                   / max(stats.get("trpo_steps", 0.0), 1.0),
+                   "samples/real": float(self.real_samples),
+                   "samples/buffer": float(self.data.size[0])}
+        for i, name in enumerate(self.family.param_names):
+            metrics[f"task/{name}"] = float(psi[i])
+            metrics[f"task/next_{name}"] = float(self.psi[i])
+            metrics[f"task_grad/{name}"] = float(grad[i])
+        for key in ("cg_iterations", "cg_residual", "norm_star", "norm_hat", "norm_chain",
+                    "norm_policy_grad"):
+            metrics[f"task_grad/{key}"] = float(grad_info.get(key, nan))
+        metrics.update({f"time/{k}_s": v for k, v in seconds.items()})
+        return metrics
+
+    # ── meta-test adaptation ──
+    def adapt(self, tasks, budgets, rng):
+        """Budgets are REAL samples per task: 0 is zero-shot (model only); n > 0 is zero-shot,
+        then n // (fast_batch·horizon) SLBO iterations on that task's own copy of the model."""
+        cfg = self.config
+        tasks = self.family.check_params(tasks)
+        requested = [int(b) for b in budgets]
+        if any(b < 0 for b in requested):
+            raise ValueError(f"adaptation budgets must be ≥ 0 real samples, got {requested}")
+        if not requested:
+            return []
+        T = len(tasks)
+        per_iteration = cfg.fast_batch * self.horizon
+        slbo_iterations = {b: b // per_iteration for b in requested}
+        needed = sorted(set(slbo_iterations.values()))
+
+        start = time.perf_counter()
+        theta = self.init_policy(T, rng)
+        if int(self.data.size[0]) > 0 and cfg.n_zeroshot > 0:
+            self.virtual_training(theta, tasks, cfg.n_zeroshot, rng, self.model, None, self.data,
+                                  fit_model=False)
+        zero_seconds = time.perf_counter() - start
+        snapshots = {0: [{k: v[i:i + 1].detach().clone() for k, v in theta.items()}
+                         for i in range(T)]}
+        seconds = {0: zero_seconds}
+        samples = {0: np.zeros(T)}
+        if needed[-1] > 0:
+            for j in needed:
+                if j > 0:
+                    snapshots[j], seconds[j], samples[j] = [], zero_seconds, np.zeros(T)
+            for i in range(T):
+                task_start = time.perf_counter()
+                model = copy.deepcopy(self.model)
+                optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model_lr)
+                optimizer.load_state_dict(self.model_opt.state_dict())
+                data = copy.deepcopy(self.data)
+                theta_i = {k: v.detach().clone().requires_grad_()
+                           for k, v in snapshots[0][i].items()}
+                used = 0
+                for it in range(1, needed[-1] + 1):
+                    episodes = self.collect(theta_i, tasks[i:i + 1], rng)
+                    used += episodes.num_steps
+                    self.add_data(data, episodes)
+                    self.virtual_training(theta_i, tasks[i:i + 1], cfg.n_inner, rng, model,
+                                          optimizer, data, fit_model=True)
+                    if it in snapshots:
+                        snapshots[it].append({k: v.detach().clone() for k, v in theta_i.items()})
+                        seconds[it] += time.perf_counter() - task_start
+                        samples[it][i] = used
+        results = {}
+        for j in needed:
+            params = {k: torch.cat([s[k] for s in snapshots[j]]) for k in snapshots[j][0]}
+            results[j] = Adapted(self.policy.actor(params), samples[j].copy(), seconds[j])
+        return [results[slbo_iterations[b]] for b in requested]
+
+    # ── checkpoints ──
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "model_config": self.model.config(),
+                "model_opt": self.model_opt.state_dict(), "data": self.data.state_dict(),
+                "psi": None if self.psi is None else self.psi.tolist(),
+                "visited": [list(v) for v in self.visited], "real_samples": self.real_samples,
+                "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["model_config"] != self.model.config():
+            raise ValueError(f"checkpoint's dynamics model {state['model_config']} does not "
+                             f"match this config's {self.model.config()}")
+        self.model.load_state_dict(state["model"])
+        self.model_opt.load_state_dict(state["model_opt"])
+        self.data.load_state_dict(state["data"])
+        self.psi = None if state["psi"] is None else np.asarray(state["psi"], dtype=np.float64)
+        self.visited = [list(v) for v in state["visited"]]
+        self.real_samples = int(state["real_samples"])
+        self.iteration = int(state["iteration"])
+
+
+@register_algorithm
+class AdMRL(ModelBasedMeta):
+    """Tasks chosen by projected gradient ascent on the sub-optimality gap (Eqs. 2–7)."""
+
+    name = "admrl"
+    task_search = "adversarial"
+
+
+@register_algorithm
+class MBUniform(ModelBasedMeta):
+    """The same model-based loop with tasks drawn uniformly from Ψ."""
+
+    name = "mb-unif"
+    task_search = "uniform"
+
+
+@register_algorithm
+class MBGauss(ModelBasedMeta):
+    """The same model-based loop with tasks from N(centre of Ψ, task_std²) clipped to Ψ."""
+
+    name = "mb-gauss"
+    task_search = "gauss"

@@ -1,0 +1,355 @@
+"""Trained oracles: A*(ψ) measured from a policy trained for each task ψ, cached on disk.
+
+Families without an analytic oracle (hopper-2d, walker-2d, ant-2d, ...) get A*(ψ) from
+`train_oracle`: for every task ψ of a set (usually the evaluation grid) one Gaussian MLP policy
+is trained by model-free TRPO on the real environment with reward r_ψ, and
+
+    A*(ψ) = max(stochastic return, deterministic (mean-action) return)
+
+of the final policy, each the mean undiscounted return over ``eval_episodes`` fresh episodes of
+``horizon`` steps. Both are returns of one policy that knows ψ, so either is a valid lower bound
+on the true optimum; taking the better one removes the exploration noise that training leaves.
+
+How it trains (`OracleTrainingConfig`): the T task policies are independent (each its own
+parameters, advantages, trust region and line search: one TRPO step per task per iteration, as
+if each were trained alone); they only share the batched sampler, so all T·N episodes of an
+iteration are simulated in lock-step. Budget: ``iterations × episodes × horizon`` real samples
+per task (the defaults, 200 × 10 × 200 = 400k per task, ≈ 14M for a 6×6 grid: an hour or more on
+one CPU core; the paper's methods use ≤ 6000 samples at meta-test, so the oracle sees far more).
+
+Cache (`OracleCache`): one JSON file per (family, horizon, task set, training settings) under
+``<root>/<family>/<task key>-<settings key>.json``, where the root is ``$ADAPTRL_ORACLE_CACHE``,
+else ``$XDG_CACHE_HOME/adaptrl/oracles``, else ``~/.cache/adaptrl/oracles``. Each file records
+the tasks, A*(ψ) per task (and both of its parts), the per-iteration training returns, the
+settings, the samples used, the wall time and the library version. `oracle_returns` uses a
+cached entry only when one exists for exactly the evaluated task set (in any order) and
+horizon; when several exist (different settings), the one trained on the most samples per
+task, then the newest. Evaluation never trains: without an entry the gap is null.
+
+Build one with ``adaptrl oracle FAMILY --split grid [--per-dim 6] [--horizon H]
+[--iterations K] ...``; its horizon must be the one the runs are evaluated with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..algos.pg import normalize_per_task, per_task_trpo_step
+from ..errors import AdaptrlError
+from ..nets import GaussianMLPPolicy, Params
+from ..options import option
+from ..sampling import Episodes, LinearFeatureBaseline, Sampler
+from ..tasks import REGISTRY, TaskFamily, get_family
+from .oracles import ORACLES, Oracle, register_oracle
+from .protocol import write_file
+
+CACHE_ENV = "ADAPTRL_ORACLE_CACHE"
+FORMAT = "adaptrl-trained-oracle"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class OracleTrainingConfig:
+    """How each task's oracle policy is trained (per-task TRPO on the real environment)."""
+
+    iterations: int = option(200, "TRPO iterations per task")
+    episodes: int = option(10, "real episodes per task per iteration")
+    eval_episodes: int = option(20, "fresh episodes per task measuring A*(ψ) after training")
+    hidden_sizes: list = option([64, 64], "policy hidden layer widths")
+    activation: str = option("tanh", "policy activation: relu, tanh or elu")
+    init_log_std: float = option(0.0, "initial log standard deviation of the policy")
+    gamma: float = option(0.99, "discount")
+    gae_lambda: float = option(0.97, "GAE λ")
+    max_kl: float = option(0.01, "TRPO trust region δ (mean KL of each task's policy)")
+    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step")
+    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product")
+    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor")
+    ls_max_steps: int = option(15, "line-search trials before a step is refused")
+    seed: int = option(0, "training seed (policy initialisations, episodes)")
+
+    def validate(self) -> None:
+        """AdaptrlError naming the first impossible value."""
+        for name in ("iterations", "episodes", "eval_episodes", "cg_iters", "ls_max_steps"):
+            if getattr(self, name) < 1:
+                raise AdaptrlError(f"oracle {name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise AdaptrlError(f"oracle hidden_sizes must be positive widths, got "
+                               f"{self.hidden_sizes}")
+        if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise AdaptrlError("oracle gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if not self.max_kl > 0 or self.cg_damping < 0:
+            raise AdaptrlError("oracle max_kl must be > 0 and cg_damping ≥ 0")
+        if not 0 < self.ls_backtrack_ratio < 1:
+            raise AdaptrlError(f"oracle ls_backtrack_ratio must be in (0, 1), got "
+                               f"{self.ls_backtrack_ratio}")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+# ─── training ────────────────────────────────────────────────────────────────────────────────
+def _init_task_params(policy: GaussianMLPPolicy, seed: int) -> Params:
+    """Leaf parameters ``[1, ...]`` drawn by the policy's own init scheme from ``seed`` (the
+    global torch RNG is forked, so it is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = GaussianMLPPolicy(**policy.config())
+    return {k: v.detach().clone()[None].requires_grad_() for k, v in fresh.named_parameters()}
+
+
+def _advantages(episodes: Episodes, cfg: OracleTrainingConfig) -> torch.Tensor:
+    """GAE with a per-task linear baseline, normalised per task: ``[T, N, H]``."""
+    baseline = LinearFeatureBaseline().fit(episodes, cfg.gamma)
+    adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
+    return normalize_per_task(adv, episodes.mask).detach()
+
+
+def _trpo_one_task(policy: GaussianMLPPolicy, theta: Params, episodes: Episodes,
+                   adv: torch.Tensor, cfg: OracleTrainingConfig) -> dict:
+    """One TRPO step of one task's leaves ``theta [1, ...]`` on its ``episodes [1, N, H]``."""
+    return per_task_trpo_step(policy, theta, episodes, adv, max_kl=cfg.max_kl,
+                              cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
+                              backtrack_ratio=cfg.ls_backtrack_ratio,
+                              max_backtracks=cfg.ls_max_steps)
+
+
+def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig | None = None,
+                 horizon: int | None = None,
+                 progress: Callable[[int, np.ndarray], None] | None = None) -> dict:
+    """Train one policy per task and measure A*(ψ); returns a cache entry (see `OracleCache`).
+
+    tasks: ``[T, k]``; horizon: episode length (None: the family's). ``progress(iteration,
+    returns [T])`` is called after every iteration with the tasks' mean training returns.
+    The entry holds ``returns [T]`` = A*(ψ), ``returns_stochastic [T]``,
+    ``returns_deterministic [T]`` and ``train_returns [T][iterations]``.
+    """
+    family = get_family(family)
+    tasks = family.check_params(tasks)
+    cfg = config or OracleTrainingConfig()
+    cfg.validate()
+    H = int(horizon or family.horizon)
+    if H < 1:
+        raise AdaptrlError(f"horizon must be positive, got {H}")
+    T = len(tasks)
+    seeds = np.random.SeedSequence(cfg.seed)
+    init_seed, train_seed, eval_seed = seeds.spawn(3)
+    init_seeds = init_seed.generate_state(T, dtype=np.uint64)
+    rng = np.random.default_rng(train_seed)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, tuple(cfg.hidden_sizes),
+                               cfg.activation, cfg.init_log_std)
+    thetas = [_init_task_params(policy, int(s) % (2**63)) for s in init_seeds]
+
+    def joint() -> Params:  # [T, ...]
+        return {k: torch.cat([th[k].detach() for th in thetas]) for k in thetas[0]}
+
+    sampler = Sampler(family, T, cfg.episodes, H)
+    curve = np.zeros((cfg.iterations, T))
+    refused = np.zeros(T, dtype=np.int64)
+    start = time.perf_counter()
+    for it in range(cfg.iterations):
+        with torch.no_grad():
+            episodes = sampler.sample(policy.actor(joint()), tasks, rng)
+        curve[it] = episodes.episode_returns().to(torch.float64).mean(1).numpy()
+        adv = _advantages(episodes, cfg)
+        for i in range(T):
+            info = _trpo_one_task(policy, thetas[i], episodes.task(i), adv[i:i + 1], cfg)
+            refused[i] += info.get("refused") is not None
+        if progress is not None:
+            progress(it + 1, curve[it])
+    train_seconds = time.perf_counter() - start
+
+    final = joint()
+    eval_rngs = np.random.default_rng(eval_seed).spawn(2)
+    evaluator = Sampler(family, T, cfg.eval_episodes, H)
+    measured = []
+    for deterministic, eval_rng in zip((False, True), eval_rngs):
+        with torch.no_grad():
+            batch = evaluator.sample(policy.actor(final, deterministic), tasks, eval_rng)
+        measured.append(batch.episode_returns().to(torch.float64).mean(1).numpy())
+    stochastic, deterministic = measured
+    best = np.maximum(stochastic, deterministic)
+    if not np.all(np.isfinite(best)):
+        raise FloatingPointError(f"the oracle policies of '{family.name}' gave non-finite returns")
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION,
+        "family": family.name, "horizon": H, "param_names": list(family.param_names),
+        "tasks": tasks.tolist(),
+        "returns": best.tolist(),
+        "returns_stochastic": stochastic.tolist(),
+        "returns_deterministic": deterministic.tolist(),
+        "train_returns": curve.T.tolist(),
+        "trpo_refused": refused.tolist(),
+        "training": {"method": "per-task TRPO on the real environment", **cfg.to_dict()},
+        "samples_per_task": int(cfg.iterations * cfg.episodes * H),
+        "seconds": {"train": train_seconds, "total": time.perf_counter() - start},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "adaptrl_version": __version__,
+    }
+
+
+# ─── the cache ───────────────────────────────────────────────────────────────────────────────
+def default_cache_root() -> Path:
+    """``$ADAPTRL_ORACLE_CACHE``, else ``$XDG_CACHE_HOME/adaptrl/oracles``, else
+    ``~/.cache/adaptrl/oracles``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "adaptrl" / "oracles"
+
+
+def _digest(payload) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _canonical_rows(tasks: np.ndarray) -> list[tuple[float, ...]]:
+    return [tuple(float(v) for v in row) for row in np.asarray(tasks, dtype=np.float64)]
+
+
+def task_key(family_name: str, tasks, horizon: int) -> str:
+    """Hash of (family, horizon, the SET of task rows): equal for any order of the same tasks."""
+    rows = sorted(_canonical_rows(tasks))
+    return _digest({"family": family_name, "horizon": int(horizon),
+                    "tasks": [[repr(v) for v in row] for row in rows]})
+
+
+class OracleCache:
+    """Trained-oracle entries under ``root`` (default `default_cache_root`, read when used so
+    that the environment variable can change between calls)."""
+
+    def __init__(self, root=None):
+        self._root = None if root is None else Path(root).expanduser()
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else default_cache_root()
+
+    def path_for(self, entry: dict) -> Path:
+        """``<root>/<family>/<task key>-<settings key>.json``."""
+        tkey = task_key(entry["family"], entry["tasks"], entry["horizon"])
+        skey = _digest(entry["training"])
+        return self.root / entry["family"] / f"{tkey}-{skey}.json"
+
+    def save(self, entry: dict) -> Path:
+        """Write ``entry`` atomically; returns its path (an entry with the same tasks, horizon
+        and settings is replaced)."""
+        text = json.dumps(entry, indent=1, allow_nan=False) + "\n"
+        return write_file(self.path_for(entry), text.encode())
+
+    def entries(self, family_name: str, tasks, horizon: int) -> list[tuple[Path, dict]]:
+        """Every readable entry for exactly this task set and horizon (unreadable or foreign
+        files are skipped)."""
+        folder = self.root / family_name
+        if not folder.is_dir():
+            return []
+        want = set(_canonical_rows(tasks))
+        found = []
+        for path in sorted(folder.glob(f"{task_key(family_name, tasks, horizon)}-*.json")):
+            try:
+                entry = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if (not isinstance(entry, dict) or entry.get("format") != FORMAT
+                    or entry.get("family") != family_name
+                    or entry.get("horizon") != int(horizon)):
+                continue
+            rows = _canonical_rows(entry.get("tasks", []))
+            if set(rows) != want or len(rows) != len(entry.get("returns", [])):
+                continue
+            found.append((path, entry))
+        return found
+
+    def lookup(self, family_name: str, tasks, horizon: int) -> tuple[Path, dict] | None:
+        """The entry to use for these tasks, or None: the one with the most samples per task,
+        then the newest."""
+        found = self.entries(family_name, tasks, horizon)
+        if not found:
+            return None
+        return max(found, key=lambda pe: (pe[1].get("samples_per_task", 0),
+                                          pe[1].get("created", "")))
+
+    def returns(self, family_name: str, tasks, horizon: int) -> np.ndarray | None:
+        """A*(ψ) ``[T]`` in the order of ``tasks``, or None without an entry."""
+        hit = self.lookup(family_name, tasks, horizon)
+        if hit is None:
+            return None
+        entry = hit[1]
+        by_row = dict(zip(_canonical_rows(entry["tasks"]), entry["returns"]))
+        return np.asarray([by_row[row] for row in _canonical_rows(tasks)], dtype=np.float64)
+
+
+def _cached_returns(family: TaskFamily, tasks: np.ndarray, horizon: int) -> np.ndarray | None:
+    return OracleCache().returns(family.name, tasks, horizon)
+
+
+TRAINED_ORACLE = Oracle(
+    kind="trained",
+    description="per-task TRPO policy, cached by `adaptrl oracle` (better of stochastic and "
+                "mean-action returns)",
+    returns=_cached_returns,
+)
+
+
+def register_trained_oracles() -> list[str]:
+    """Give every registered family without an oracle the cached trained one; returns the
+    names it was given to."""
+    names = [name for name in REGISTRY if name not in ORACLES]
+    for name in names:
+        register_oracle(name, TRAINED_ORACLE)
+    return names
+
+
+register_trained_oracles()
+
+
+def format_progress(iteration: int, total: int, returns: np.ndarray, seconds: float) -> str:
+    """One progress line: ``iteration 10/200  mean return 123.4 (min 5.6, max 210.0)  12s``."""
+    return (f"iteration {iteration}/{total}  mean return {returns.mean():.1f} "
+            f"(min {returns.min():.1f}, max {returns.max():.1f})  {seconds:.0f}s")
+
+
+def build_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig,
+                 horizon: int | None = None, cache: OracleCache | None = None,
+                 force: bool = False, log=sys.stderr) -> tuple[Path, dict, bool]:
+    """Train (unless an entry with these exact tasks, horizon and settings is cached and not
+    ``force``) and store; returns ``(path, entry, trained)``."""
+    family = get_family(family)
+    current = ORACLES.get(family.name)
+    if current is not None and current.kind == "analytic":
+        raise AdaptrlError(f"'{family.name}' has an analytic oracle ({current.description}); "
+                           "evaluation uses it, so a trained one would never be read")
+    tasks = family.check_params(tasks)
+    config.validate()
+    cache = cache or OracleCache()
+    H = int(horizon or family.horizon)
+    probe = {"family": family.name, "tasks": tasks.tolist(), "horizon": H,
+             "training": {"method": "per-task TRPO on the real environment", **config.to_dict()}}
+    path = cache.path_for(probe)
+    if not force:
+        for found_path, entry in cache.entries(family.name, tasks, H):
+            if found_path == path:
+                return path, entry, False
+    start = time.perf_counter()
+    every = max(1, config.iterations // 10)
+
+    def progress(it, returns):
+        if log is not None and (it % every == 0 or it == config.iterations):
+            print(format_progress(it, config.iterations, returns, time.perf_counter() - start),
+                  file=log, flush=True)
+
+    entry = train_oracle(family, tasks, config, H, progress)
+    return cache.save(entry), entry, True
