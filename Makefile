@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/adaptrl bench sampler cheetah-vel --tasks 40 --episodes 20
 	$(BIN)/adaptrl bench meta-step point-nav --preset nav
 	$(BIN)/adaptrl bench meta-step cheetah-vel --preset locomotion-h100
+	$(BIN)/adaptrl bench adapt cheetah-vel --algos flap,pearl,maml
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -52,7 +52,37 @@ def test_bench_sampler_point_nav_has_no_raw_rate(capsys):
     assert result["raw_steps_per_s"] is None and result["ratio"] is None
 
 
+def test_bench_meta_step_json_splits_sampling_and_update(capsys):
+    assert main(["bench", "meta-step", "point-nav", "--algos", "maml,fomaml", "--preset", "smoke",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for name in ("maml", "fomaml"):
+        m = result["methods"][name]
+        assert m["sample_s"] > 0 and m["update_s"] > 0
+        assert m["total_s"] == pytest.approx(m["sample_s"] + m["update_s"])
+    assert result["maml_over_fomaml_update"] == pytest.approx(
+        result["methods"]["maml"]["update_s"] / result["methods"]["fomaml"]["update_s"])
+
+
+def test_bench_adapt_json_has_latency_memory_and_ratios(capsys):
+    assert main(["bench", "adapt", "point-nav", "--algos", "flap,pearl,maml", "--tasks", "3",
+                 "--repeats", "2", "--preset", "smoke", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples_per_task"] == 100 and result["tasks"] == 3
+    for name in ("flap", "pearl", "maml"):
+        m = result["methods"][name]
+        assert 0 < m["median_ms"] <= m["p95_ms"] and m["batched_ms_per_task"] > 0
+        assert m["peak_mb"] is None or m["peak_mb"] >= 0
+    assert set(result["ratios"]) == {"maml/flap", "maml/pearl"}
+    assert result["ratios"]["maml/flap"] == pytest.approx(
+        result["methods"]["maml"]["median_ms"] / result["methods"]["flap"]["median_ms"])
+    assert main(["bench", "adapt", "point-nav", "--algos", "flap", "--tasks", "2",
+                 "--repeats", "1", "--preset", "smoke"]) == 0
+    assert "flap" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["bench", "adapt", "point-nav", "--algos", "flapp"], "unknown algorithm 'flapp'"),
     (["bench", "sampler", "cheeta-vel"], "did you mean 'cheetah-vel'"),
     (["bench", "samplr", "cheetah-vel"], "choose from 'sampler'"),
     (["frobnicate"], "choose from 'envs', 'bench'"),

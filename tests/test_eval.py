@@ -115,6 +115,7 @@ def test_eval_json_has_every_key_with_lists_aligned_with_steps(point_nav, tmp_pa
         assert key in data
     assert (data["algo"], data["family"], data["split"]) == (GreedyDummy.name, "point-nav", "test")
     assert (data["steps"], data["episodes"], data["seed"]) == (steps, 3, 7)
+    assert data["budget_unit"] == "adaptation steps"
     assert len(data["tasks"]) == 5
     for task, params in zip(data["tasks"], tasks):
         assert set(task) == {"params", "returns", "oracle", "adapt_ms", "samples"}
@@ -302,7 +303,7 @@ def test_grid_evaluation_writes_table_curve_and_gap_heatmap(point_nav, tmp_path)
         assert paths[key].read_bytes()[:8] == PNG_MAGIC
     table = paths["table"].read_text()
     assert table == format_table(result)
-    assert "| steps | return (mean ± ci95) | gap mean | gap max | oracle |" in table
+    assert "| n | return (mean ± ci95) | gap mean | gap max | oracle |" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[1].strip() for row in rows] == ["0", "1", "2"]
     assert rows[1].split("|")[3].strip() == "0.00"  # the oracle-dummy's gap after one step
@@ -358,7 +359,7 @@ def test_compare_table_over_two_eval_files(point_nav, tmp_path):
     assert paths["table"].read_text() == table
     assert paths["plot"].read_bytes()[:8] == PNG_MAGIC
     lines = table.splitlines()
-    assert "| run | n=0 | n=1 | n=2 | oracle |" in lines
+    assert "| run | n=0 | n=1 | n=2 | oracle | n counts |" in lines
     greedy = next(line for line in lines if line.startswith(f"| {GreedyDummy.name} (greedy)"))
     noisy = next(line for line in lines if line.startswith(f"| {NoisyDummy.name} (noisy)"))
     cells = [c.strip() for c in greedy.split("|")[2:-1]]
@@ -403,7 +404,7 @@ def test_cli_eval_and_compare_end_to_end(trained_runs, tmp_path, capsys):
         assert main(["eval", str(run), "--split", "grid", "--per-dim", "3", "--steps", "0,1",
                      "--episodes", "2"]) == 0
     out = capsys.readouterr().out
-    assert "| steps | return (mean ± ci95)" in out and "gap_heatmap.png" in out
+    assert "| n | return (mean ± ci95)" in out and "gap_heatmap.png" in out
     folder = greedy / "eval" / "grid"
     for name in ("eval.json", "eval.md", "curve.png", "gap_heatmap.png"):
         assert (folder / name).is_file()

@@ -68,7 +68,7 @@ def _hand_reward(name, s, a, s2, p) -> float:
         return p[0] * s2[13] - 0.005 * sq(a) + 0.05
     if name == "ant-vel":
         return -abs(s2[13] - p[0]) - 0.005 * sq(a) + 0.05
-    if name == "ant-dir-2d":
+    if name in ("ant-dir-2d", "ant-dir-2d-hard"):
         return 1.0 * (s2[13] * math.cos(p[0]) + s2[14] * math.sin(p[0])) - 0.5 * sq(a) + 1.0
     if name == "humanoid-dir":
         return 1.25 * (s2[22] * math.cos(p[0]) + s2[23] * math.sin(p[0])) - 0.1 * sq(a) + 5.0
@@ -541,7 +541,7 @@ def test_walker_params_health_rule(z, angle, ended):
     assert _ended(fam, _healthy_obs(fam, i0=z, i1=angle)) is ended
 
 
-ANT_RULES = [("ant-dir", 0), ("ant-vel", 0), ("ant-dir-2d", 0), ("ant-goal", 2)]
+ANT_RULES = [("ant-dir", 0), ("ant-vel", 0), ("ant-dir-2d", 0), ("ant-dir-2d-hard", 0), ("ant-goal", 2)]
 
 
 @pytest.mark.parametrize("name, z_index", ANT_RULES)
@@ -810,3 +810,13 @@ def test_shipped_normalizer_is_reproduced_by_its_command():
     assert shipped["command"] == "adaptrl normalizer cheetah-highdim --episodes 100 --seed 0"
     mean, std = highdim_normalizer()
     assert mean.tolist() == shipped["mean"] and std.tolist() == shipped["std"]
+
+
+def test_ant_dir_2d_hard_leaves_an_ood_arc_out_of_training():
+    family = get_family("ant-dir-2d-hard")
+    rng = np.random.default_rng(0)
+    train, ood = family.split("train", 500, rng), family.split("ood", 500, rng)
+    assert train.min() >= 0 and train.max() <= 1.5 * math.pi
+    assert ood.min() >= 1.5 * math.pi and ood.max() <= 2 * math.pi
+    full = get_family("ant-dir-2d").split("train", 500, rng)
+    assert full.max() > 1.5 * math.pi  # PEARL's ant-dir-2d keeps the whole circle

@@ -10,6 +10,9 @@
     adaptrl eval RUN_DIR [--split test|grid|boundary|ood | --tasks FILE.json] [--steps 0,1,2,3]
                  [--episodes 20] [--seed 0] [--num-tasks 40] [--per-dim 6]
     adaptrl compare RUN_DIR... [--split test] [--out DIR]
+    adaptrl oracle FAMILY [--split grid | --tasks FILE.json] [--per-dim 6] [--horizon H]
+                   [--iterations 200 --episodes 10 --eval-episodes 20] [--cache DIR] [--force]
+    adaptrl plot-tasks RUN_DIR... [--out FILE.png]
 
 Mistakes in names or arguments print one line that lists the valid choices, and exit with 2.
 """
@@ -108,8 +111,10 @@ def _add_eval_parsers(sub) -> None:
     which.add_argument("--tasks", metavar="FILE.json", default=None,
                        help="evaluate on the tasks in a JSON list of lists (values may lie "
                             "outside Ψ); the split is named after the file")
-    ev.add_argument("--steps", type=_steps_arg, default=[0, 1, 2, 3],
-                    help="adaptation budgets, increasing (0,1,2,3)")
+    ev.add_argument("--steps", type=_steps_arg, default=None,
+                    help="adaptation budgets, increasing (default: the method's own: 0,1,2,3 "
+                         "steps or context rounds; 0,2000,4000,6000 real samples for the "
+                         "model-based methods)")
     ev.add_argument("--episodes", type=_positive_int, default=20,
                     help="fresh episodes per task after adapting (20)")
     ev.add_argument("--seed", type=int, default=0,
@@ -166,6 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument("--seed", type=int, default=0)
     meta.add_argument("--json", action="store_true", help="print JSON")
 
+    adapt = bench_sub.add_parser(
+        "adapt", help="adaptation latency (median/p95 ms per task) and peak memory, same data")
+    adapt.add_argument("family", type=_family_arg, metavar="FAMILY")
+    adapt.add_argument("--algos", type=_algo_list, default="flap,pearl,maml",
+                       help="comma-separated methods (flap,pearl,maml)")
+    adapt.add_argument("--tasks", type=_positive_int, default=20, help="tasks (20)")
+    adapt.add_argument("--episodes", type=_positive_int, default=1,
+                       help="episodes of data per task, the same for every method (1)")
+    adapt.add_argument("--horizon", type=_positive_int, default=None,
+                       help="steps per episode (the family's horizon)")
+    adapt.add_argument("--repeats", type=_positive_int, default=5,
+                       help="timed adaptations of every task (5)")
+    adapt.add_argument("--preset", default=None,
+                       help="preset of the methods that have it (default: their defaults)")
+    adapt.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config field of every method")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--json", action="store_true", help="print JSON")
+
     norm = sub.add_parser("normalizer",
                           help="recompute the state normalizer shipped for cheetah-highdim")
     norm.add_argument("family", choices=["cheetah-highdim"], metavar="FAMILY")
@@ -174,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--out", default=None, help="file to write (the packaged file)")
     _add_eval_parsers(sub)
     _add_train_parser(sub)
+    _add_oracle_parsers(sub)
     return parser
 
 
@@ -215,6 +240,15 @@ def _algo_list(text: str) -> list[str]:
 
 
 def cmd_bench(args) -> int:
+    if args.bench == "adapt":
+        from .bench.adapt import bench_adapt, format_adapt
+
+        configure_threads()
+        algos = args.algos if isinstance(args.algos, list) else _algo_list(args.algos)
+        result = bench_adapt(args.family, algos, args.tasks, args.episodes, args.horizon,
+                             args.repeats, args.preset, args.overrides, args.seed)
+        print(json.dumps(result, indent=1) if args.json else format_adapt(result))
+        return 0
     if args.bench == "meta-step":
         from .bench.meta_step import bench_meta_step, format_meta_step
 
@@ -274,7 +308,8 @@ def cmd_eval(args) -> int:
         tasks = tasks_for_split(family, split, args.num_tasks, np.random.default_rng(task_seed),
                                 per_dim=args.per_dim)
     configure_threads()
-    result = evaluate(algo, family, tasks, args.steps, args.episodes,
+    steps = args.steps if args.steps is not None else list(type(algo).default_budgets)
+    result = evaluate(algo, family, tasks, steps, args.episodes,
                       np.random.default_rng(eval_seed), split=split, seed=args.seed)
     result["run"] = {"dir": str(run_dir), "seed": info["seed"],
                      "iteration": info["iteration"], "checkpoint": str(info["checkpoint"])}
@@ -321,8 +356,130 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _hidden_arg(text: str) -> list[int]:
+    try:
+        sizes = [int(h) for h in text.split(",")]
+        if not sizes or min(sizes) < 1:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 64,64, got '{text}'"
+                                         ) from None
+    return sizes
+
+
+def _add_oracle_parsers(sub) -> None:
+    """The `oracle` and `plot-tasks` subcommands."""
+    orc = sub.add_parser(
+        "oracle", help="train and cache A*(ψ) (one TRPO policy per task) for a task set, so "
+                       "that `adaptrl eval` reports gaps on families without an analytic oracle",
+        description="Train one policy per task of the split by TRPO on the real environment and "
+                    "cache A*(ψ) under $ADAPTRL_ORACLE_CACHE (~/.cache/adaptrl/oracles). "
+                    "`adaptrl eval` uses it only for exactly these tasks and this horizon; it "
+                    "never trains. An entry with the same settings is reused unless --force.")
+    orc.add_argument("family", type=_family_arg, metavar="FAMILY")
+    which = orc.add_mutually_exclusive_group()
+    which.add_argument("--split", choices=EVAL_SPLITS, default=None,
+                       help="task set, as in `adaptrl eval` (grid)")
+    which.add_argument("--tasks", metavar="FILE.json", default=None,
+                       help="the tasks in a JSON list of lists")
+    orc.add_argument("--per-dim", type=_positive_int, default=None,
+                     help="grid points per parameter (6 for 1-D/2-D families, 4 for 3-D)")
+    orc.add_argument("--num-tasks", type=_positive_int, default=40,
+                     help="tasks for the test, boundary and ood splits (40)")
+    orc.add_argument("--seed", type=int, default=0,
+                     help="evaluation seed choosing the tasks, as `adaptrl eval --seed` (0)")
+    orc.add_argument("--horizon", type=_positive_int, default=None,
+                     help="episode length: the one the runs are evaluated with (the family's)")
+    orc.add_argument("--iterations", type=_positive_int, default=None,
+                     help="TRPO iterations per task (200)")
+    orc.add_argument("--episodes", type=_positive_int, default=None,
+                     help="episodes per task per iteration (10)")
+    orc.add_argument("--eval-episodes", type=_positive_int, default=None,
+                     help="fresh episodes per task measuring A*(ψ) (20)")
+    orc.add_argument("--hidden", type=_hidden_arg, default=None,
+                     help="policy hidden sizes (64,64)")
+    orc.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (0.01)")
+    orc.add_argument("--train-seed", type=int, default=None, help="training seed (0)")
+    orc.add_argument("--cache", default=None,
+                     help="cache folder ($ADAPTRL_ORACLE_CACHE, else ~/.cache/adaptrl/oracles)")
+    orc.add_argument("--force", action="store_true",
+                     help="train again even if an entry with these settings is cached")
+
+    plot = sub.add_parser("plot-tasks", help="plot the tasks visited during meta-training "
+                          "(metrics.csv task/<param> columns), one panel per run")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", default=None,
+                      help="PNG file (<common parent of the runs>/visited_tasks.png)")
+
+
+def cmd_oracle(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+
+    from .eval import load_task_file, tasks_for_split
+    from .eval.trained_oracle import OracleCache, OracleTrainingConfig, build_oracle
+
+    family = args.family
+    task_seed, _eval_seed = np.random.SeedSequence(args.seed).spawn(2)  # as `adaptrl eval`
+    if args.tasks is not None:
+        tasks = load_task_file(family, args.tasks)
+    else:
+        tasks = tasks_for_split(family, args.split or "grid", args.num_tasks,
+                                np.random.default_rng(task_seed), per_dim=args.per_dim)
+    given = {"iterations": args.iterations, "episodes": args.episodes,
+             "eval_episodes": args.eval_episodes, "hidden_sizes": args.hidden,
+             "max_kl": args.max_kl, "seed": args.train_seed}
+    config = dataclasses.replace(OracleTrainingConfig(),
+                                 **{k: v for k, v in given.items() if v is not None})
+    configure_threads()
+    cache = OracleCache(args.cache)
+    path, entry, trained = build_oracle(family, tasks, config, args.horizon, cache,
+                                        force=args.force)
+    returns = np.asarray(entry["returns"])
+    names = entry["param_names"]
+    print(f"{'trained' if trained else 'cached'} oracle for '{entry['family']}': "
+          f"{len(returns)} tasks, horizon {entry['horizon']}, "
+          f"{entry['samples_per_task']:,} samples per task"
+          + (f", {entry['seconds']['total']:.0f}s" if trained else ""))
+    print("| " + " | ".join(names) + " | A* | stochastic | mean action |")
+    print("|" + "---:|" * (len(names) + 3))
+    for row, a, s, d in zip(entry["tasks"], returns, entry["returns_stochastic"],
+                            entry["returns_deterministic"]):
+        print("| " + " | ".join(f"{v:.3g}" for v in row) + f" | {a:.2f} | {s:.2f} | {d:.2f} |")
+    print(f"A* mean {returns.mean():.2f}, min {returns.min():.2f}, max {returns.max():.2f}")
+    print(f"wrote {path}" if trained else f"using {path}")
+    if args.cache is not None and Path(args.cache).expanduser().resolve() != \
+            OracleCache().root.expanduser().resolve():
+        print(f"note: `adaptrl eval` reads $ADAPTRL_ORACLE_CACHE; set "
+              f"ADAPTRL_ORACLE_CACHE={args.cache} for it to find this oracle")
+    return 0
+
+
+def cmd_plot_tasks(args) -> int:
+    from pathlib import Path
+
+    from .eval.gap_report import plot_visited_tasks, read_visited_tasks
+    from .eval.report import default_compare_parent
+
+    for run_dir in args.run_dirs:
+        if not Path(run_dir).is_dir():
+            raise AdaptrlError(f"run folder {run_dir} does not exist")
+    out = Path(args.out) if args.out else (default_compare_parent(args.run_dirs)
+                                           / "visited_tasks.png")
+    for run_dir in args.run_dirs:
+        run = read_visited_tasks(run_dir)
+        path = " → ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")"
+                          for row in run["tasks"])
+        print(f"{run['algo']} ({Path(run_dir).name}): {len(run['tasks'])} tasks: {path}")
+    print(f"wrote {plot_visited_tasks(args.run_dirs, out)}")
+    return 0
+
+
 COMMANDS = {"envs": cmd_envs, "bench": cmd_bench, "normalizer": cmd_normalizer, "eval": cmd_eval,
             "compare": cmd_compare, "train": cmd_train}
+COMMANDS.update({"oracle": cmd_oracle, "plot-tasks": cmd_plot_tasks})
 
 
 def main(argv=None) -> int:

@@ -1,3 +1,3 @@
 """Importing this module registers the built-in methods."""
 
-from . import baselines, maml, reptile  # noqa: F401
+from . import admrl, baselines, flap, maml, pearl, reptile  # noqa: F401

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import UnknownNameError
 from ..options import option
-from ..sampling import Actor
+from ..sampling import Actor, Sampler
 from ..tasks import TaskFamily
 
 
@@ -76,15 +76,28 @@ class MetaAlgorithm:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = BaseConfig
+    default_budgets: ClassVar[tuple[int, ...]] = (0, 1, 2, 3)
+    """The budgets `adaptrl eval` uses when ``--steps`` is not given."""
+    budget_unit: ClassVar[str] = "adaptation steps"
+    """What a budget counts, for reports (each step uses ``fast_batch`` episodes per task)."""
 
     def __init__(self, family: TaskFamily, config: BaseConfig):
         self.family = family
         self.config = config
         self.iteration = 0
+        self._samplers: dict[tuple[int, int], Sampler] = {}
 
     @property
     def horizon(self) -> int:
         return self.config.horizon or self.family.horizon
+
+    def sampler(self, num_tasks: int, num_episodes: int | None = None) -> Sampler:
+        """A cached sampler for T tasks × N episodes (default N: ``fast_batch``) at the
+        method's horizon; environments are built once per shape."""
+        key = (int(num_tasks), int(num_episodes or self.config.fast_batch))
+        if key not in self._samplers:
+            self._samplers[key] = Sampler(self.family, key[0], key[1], horizon=self.horizon)
+        return self._samplers[key]
 
     def train_step(self, rng: np.random.Generator) -> dict[str, float]:
         raise NotImplementedError
@@ -98,6 +111,16 @@ class MetaAlgorithm:
 
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
+
+
+def sorted_budgets(budgets) -> tuple[list[int], list[int]]:
+    """``(requested, increasing)``: the budgets as asked (results go back in this order) and
+    the distinct budgets in increasing order (methods adapt incrementally through them)."""
+    requested = [int(b) for b in budgets]
+    increasing = sorted(set(requested))
+    if increasing and increasing[0] < 0:
+        raise ValueError(f"adaptation budgets must be ≥ 0, got {increasing}")
+    return requested, increasing
 
 
 ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from ..nets import GaussianMLPPolicy, Params
-from ..sampling import Episodes, LinearFeatureBaseline, Sampler
-from .base import Adapted, BaseConfig, MetaAlgorithm, option
+from ..optim import flat_dict, trpo_step, unflat_dict
+from ..sampling import Episodes, LinearFeatureBaseline
+from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
 
 
 @dataclass
@@ -91,6 +92,43 @@ def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1.0)
 
 
+def normalize_per_task(adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Advantages ``[T, N, H]`` centred and scaled over each task's valid steps (0 elsewhere)."""
+    mean = masked_task_mean(adv, mask)[:, None, None]
+    var = masked_task_mean((adv - mean) ** 2, mask)[:, None, None]
+    return (adv - mean) / (var.sqrt() + 1e-8) * mask
+
+
+def per_task_trpo_step(policy, theta: Params, episodes: Episodes, advantages: torch.Tensor,
+                       *, max_kl: float, cg_iters: int, cg_damping: float,
+                       backtrack_ratio: float, max_backtracks: int) -> dict:
+    """One TRPO step of per-task parameters ``theta`` (leaves ``[T, ...]``, updated in place)
+    on each task's own episodes ``[T, N, H]``: surrogate and KL are the mean over tasks of the
+    per-task means, so the Fisher matrix is block-diagonal and each task's direction is its
+    own natural gradient under one shared trust region. Returns `trpo_step`'s info."""
+    obs, actions, mask = episodes.obs, episodes.actions, episodes.mask
+    old = {k: v.detach().clone() for k, v in theta.items()}
+    with torch.no_grad():
+        old_logp = policy.log_prob(obs, actions, old)
+
+    def surrogate():
+        ratio = torch.exp(policy.log_prob(obs, actions, theta) - old_logp)
+        return -masked_task_mean(ratio * advantages, mask).mean()
+
+    def mean_kl():
+        return masked_task_mean(policy.kl(obs, old, theta), mask).mean()
+
+    fisher = task_fisher(policy, episodes, obs, old)
+    T = episodes.num_tasks
+
+    def fvp(v):
+        return flat_dict(fisher(unflat_dict(v, old))) / T
+
+    return trpo_step(theta, surrogate, mean_kl, max_kl=max_kl, cg_iters=cg_iters,
+                     cg_damping=cg_damping, backtrack_ratio=backtrack_ratio,
+                     max_backtracks=max_backtracks, fvp=fvp)
+
+
 class PolicyGradientMethod(MetaAlgorithm):
     """A Gaussian MLP policy adapted by REINFORCE steps; subclasses define meta-training.
 
@@ -105,16 +143,8 @@ class PolicyGradientMethod(MetaAlgorithm):
         obs_dim = family.obs_dim + (family.param_dim if self.condition_on_task else 0)
         self.policy = GaussianMLPPolicy(obs_dim, family.act_dim, tuple(config.hidden_sizes),
                                         config.activation, config.init_log_std)
-        self._samplers: dict[tuple[int, int], Sampler] = {}
 
     # ── sampling ──
-    def sampler(self, num_tasks: int, num_episodes: int | None = None) -> Sampler:
-        """A cached sampler for T tasks × N episodes (environments are built once)."""
-        key = (num_tasks, num_episodes or self.config.fast_batch)
-        if key not in self._samplers:
-            self._samplers[key] = Sampler(self.family, key[0], key[1], horizon=self.horizon)
-        return self._samplers[key]
-
     def actor(self, params: Params | None, tasks: np.ndarray | None = None,
               deterministic: bool = False):
         """Sampler callable for ``params`` (shared or per task)."""
@@ -144,10 +174,7 @@ class PolicyGradientMethod(MetaAlgorithm):
         baseline = LinearFeatureBaseline().fit(episodes, cfg.gamma)
         adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
         if cfg.normalize_advantages:
-            mask = episodes.mask
-            mean = masked_task_mean(adv, mask)[:, None, None]
-            var = masked_task_mean((adv - mean) ** 2, mask)[:, None, None]
-            adv = (adv - mean) / (var.sqrt() + 1e-8) * mask
+            adv = normalize_per_task(adv, episodes.mask)
         return adv.detach()
 
     def inner_loss(self, params: Params, episodes: Episodes, advantages: torch.Tensor
@@ -170,12 +197,9 @@ class PolicyGradientMethod(MetaAlgorithm):
     # ── meta-test adaptation (shared by every gradient method and baseline) ──
     def adapt(self, tasks, budgets, rng):
         tasks = self.family.check_params(tasks)
-        requested = [int(b) for b in budgets]
-        budgets = sorted(set(requested))
+        requested, budgets = sorted_budgets(budgets)
         if not budgets:
             return []
-        if budgets[0] < 0:
-            raise ValueError(f"adaptation budgets must be ≥ 0, got {budgets}")
         T = len(tasks)
         sampler = self.sampler(T)
         params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}

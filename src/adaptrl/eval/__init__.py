@@ -22,6 +22,12 @@ from .protocol import (
     tasks_for_split,
     write_eval_json,
 )
+from .trained_oracle import (
+    OracleCache,
+    OracleTrainingConfig,
+    build_oracle,
+    train_oracle,
+)
 from .report import (
     format_compare_table,
     format_table,
@@ -37,4 +43,5 @@ __all__ = [
     "load_task_file", "oracle_returns", "parse_steps", "plot_curve", "plot_gap_heatmap",
     "read_eval_json", "register_oracle", "split_name_for_file", "summarize", "tasks_for_split",
     "write_compare", "write_eval_json", "write_reports",
+    "OracleCache", "OracleTrainingConfig", "build_oracle", "train_oracle",
 ]

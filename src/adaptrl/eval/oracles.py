@@ -1,8 +1,9 @@
 """Oracle returns A*(ψ): the best return a policy that knows ψ can reach, per task.
 
 The suboptimality gap of a meta-learned policy is ``G_n(ψ) = A*(ψ) − A_n(ψ)``. Where a family
-allows it the oracle is analytic (computed exactly, no sampling); other families get trained
-task-conditioned oracle policies in later work. Both plug in the same way: an `Oracle` registered
+allows it the oracle is analytic (computed exactly, no sampling); the other families get a
+trained oracle (per-task policies trained and cached by `adaptrl oracle`, see
+`adaptrl.eval.trained_oracle`). Both plug in the same way: an `Oracle` registered
 under the family's name with `register_oracle`, whose ``returns(family, tasks, horizon)`` gives
 one return per task.
 
@@ -29,10 +30,12 @@ OracleFn = Callable[[TaskFamily, np.ndarray, int], np.ndarray]
 class Oracle:
     """How to get A*(ψ) for one family.
 
-    kind: ``analytic`` (exact, computed) or ``trained`` (a task-conditioned policy's measured
-    return; its training is recorded where the oracle is stored).
+    kind: ``analytic`` (exact, computed) or ``trained`` (trained policies' measured returns;
+    their training is recorded where the oracle is stored).
     description: one line for reports, e.g. the optimal policy in words.
-    returns: ``(family, tasks [T, k], horizon) -> [T]`` undiscounted returns.
+    returns: ``(family, tasks [T, k], horizon) -> [T]`` undiscounted returns, or None when the
+    oracle has no value for these tasks (a trained oracle without a cached entry; see
+    `adaptrl.eval.trained_oracle`).
     """
 
     kind: str
@@ -71,7 +74,10 @@ def oracle_returns(family: TaskFamily | str, tasks, horizon: int | None = None
     horizon = int(horizon or family.horizon)
     if horizon < 1:
         raise ValueError(f"horizon must be positive, got {horizon}")
-    returns = np.asarray(oracle.returns(family, tasks, horizon), dtype=np.float64)
+    raw = oracle.returns(family, tasks, horizon)
+    if raw is None:  # a trained oracle with no cached entry for exactly these tasks
+        return None
+    returns = np.asarray(raw, dtype=np.float64)
     if returns.shape != (len(tasks),):
         raise RuntimeError(f"the oracle of '{family.name}' returned shape {returns.shape}, "
                            f"expected ({len(tasks)},)")

@@ -7,6 +7,7 @@ episodes, and compare with the oracle return A*(ψ). The result is one plain dic
 
     {
       "algo": str, "family": str, "split": str, "steps": [n, ...], "episodes": N,
+      "budget_unit": "adaptation steps" | "context rounds" | "real samples",  # what n counts
       "seed": int | null, "horizon": H, "param_names": [str, ...],
       "oracle_kind": "analytic" | "trained" | null,
       "tasks": [                                   # one entry per task, in evaluation order
@@ -204,11 +205,12 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
         "family": family.name,
         "split": split,
         "steps": steps,
+        "budget_unit": getattr(algo, "budget_unit", "adaptation steps"),
         "episodes": int(episodes),
         "seed": seed,
         "horizon": horizon,
         "param_names": list(family.param_names),
-        "oracle_kind": None if oracle_info is None else oracle_info.kind,
+        "oracle_kind": None if oracle is None or oracle_info is None else oracle_info.kind,
         "tasks": records,
         "summary": summarize(returns, oracle),
     }

@@ -8,7 +8,9 @@ One run (`write_reports`, next to its ``eval.json``):
                       budget (the return per cell when the family has no oracle)
 
 Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and compare.png
-(every run's adaptation curve on one plot).
+(every run's adaptation curve on one plot); with an oracle also the worst-case gap table (in
+compare.md), compare_worst_gap.png and, for a shared 2-D grid, compare_heatmaps.png (see
+`adaptrl.eval.gap_report`).
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas), never pyplot's global state, so
 they work headless and in threads.
@@ -48,9 +50,10 @@ def format_table(result: dict) -> str:
     lines = [
         f"**{result['algo']}** on `{result['family']}`, split `{result['split']}`: "
         f"{len(result['tasks'])} tasks × {result['episodes']} episodes"
-        + (f", horizon {result['horizon']}" if result.get("horizon") else ""),
+        + (f", horizon {result['horizon']}" if result.get("horizon") else "")
+        + f"; budget n = {_unit(result)}",
         "",
-        "| steps | return (mean ± ci95) | gap mean | gap max | oracle | adapt ms/task "
+        "| n | return (mean ± ci95) | gap mean | gap max | oracle | adapt ms/task "
         "| samples/task |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -80,13 +83,20 @@ def plot_curve(result: dict, path) -> Path:
                 oracle_label=f"oracle ({kind})" if kind else "oracle")
     ax.set_title(f"{result['algo']} on {result['family']} ({result['split']}, "
                  f"{len(result['tasks'])} tasks)")
-    _finish_curve_axes(ax, result["steps"])
+    _finish_curve_axes(ax, result["steps"], _unit(result))
     return _save(fig, path)
 
 
-def _draw_curve(ax, result: dict, label: str, color: str, oracle_label: str = "oracle") -> None:
-    """Mean return vs steps with its ci95 band, and the oracle mean dashed (if any)."""
-    steps = np.asarray(result["steps"])
+def _unit(result: dict) -> str:
+    """What the budgets of an evaluation count (older eval.json files: adaptation steps)."""
+    return result.get("budget_unit", "adaptation steps")
+
+
+def _draw_curve(ax, result: dict, label: str, color: str, oracle_label: str = "oracle",
+                by_samples: bool = False) -> None:
+    """Mean return vs budget (or vs adaptation samples per task) with its ci95 band, and the
+    oracle mean dashed (if any)."""
+    steps = np.asarray(_budget_stats(result, "samples") if by_samples else result["steps"])
     s = result["summary"]
     mean = np.asarray(s["mean"], dtype=np.float64)
     ax.plot(steps, mean, marker="o", color=color, label=label)
@@ -98,10 +108,11 @@ def _draw_curve(ax, result: dict, label: str, color: str, oracle_label: str = "o
                    label=oracle_label)
 
 
-def _finish_curve_axes(ax, steps) -> None:
-    ax.set_xlabel("adaptation steps")
+def _finish_curve_axes(ax, steps, unit: str = "adaptation steps") -> None:
+    ax.set_xlabel(unit)
     ax.set_ylabel("mean return per episode")
-    ax.set_xticks(sorted(set(int(n) for n in steps)))
+    if unit != "adaptation samples per task":
+        ax.set_xticks(sorted(set(int(n) for n in steps)))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 
@@ -242,13 +253,15 @@ def format_compare_table(entries: list[CompareEntry], split: str) -> str:
     """Markdown: one row per run, one column per budget (mean return ± ci95), plus the oracle."""
     steps = sorted({int(n) for e in entries for n in e.result["steps"]})
     family = entries[0].result["family"]
-    lines = [f"`{family}`, split `{split}`: mean return per episode after n adaptation steps"]
+    units = sorted({_unit(e.result) for e in entries})
+    lines = [f"`{family}`, split `{split}`: mean return per episode after a budget n "
+             f"({'; '.join(units)})"]
     if not same_tasks(entries):
         lines += ["", "note: the runs were evaluated on different task sets (seed, --num-tasks "
                   "or task file differ), so the rows are not paired"]
     lines.append("")
-    lines.append("| run | " + " | ".join(f"n={n}" for n in steps) + " | oracle |")
-    lines.append("|---|" + "---:|" * (len(steps) + 1))
+    lines.append("| run | " + " | ".join(f"n={n}" for n in steps) + " | oracle | n counts |")
+    lines.append("|---|" + "---:|" * (len(steps) + 1) + "---|")
     for e in entries:
         s = e.result["summary"]
         by_step = {int(n): b for b, n in enumerate(e.result["steps"])}
@@ -260,18 +273,22 @@ def format_compare_table(entries: list[CompareEntry], split: str) -> str:
             b = by_step[n]
             ci = s["ci95"][b]
             cells.append(_num(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}"))
-        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {_num(s['oracle_mean'])} |")
+        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {_num(s['oracle_mean'])} | "
+                     f"{_unit(e.result)} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
     """Every run's adaptation curve (mean ± ci95) on one plot; the oracle dashed, once when
-    the runs share it, else once per run."""
+    the runs share it, else once per run. Runs whose budgets count different things (steps,
+    context rounds, real samples) are drawn against adaptation samples per task."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     oracles = [e.result["summary"]["oracle_mean"] for e in entries]
     known = [o for o in oracles if o is not None]
     shared = bool(known) and len(known) == len(oracles) and bool(np.allclose(known, known[0]))
+    units = {_unit(e.result) for e in entries}
+    by_samples = len(units) > 1
     for i, e in enumerate(entries):
         result = e.result
         if shared and i > 0:
@@ -279,9 +296,11 @@ def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
         kind = result.get("oracle_kind")
         name = f"{kind} oracle" if kind else "oracle"  # not to be confused with an 'oracle' run
         oracle_label = name if shared else f"{e.label}: {name}"
-        _draw_curve(ax, result, label=e.label, color=f"C{i % 10}", oracle_label=oracle_label)
+        _draw_curve(ax, result, label=e.label, color=f"C{i % 10}", oracle_label=oracle_label,
+                    by_samples=by_samples)
     ax.set_title(f"{entries[0].result['family']} ({split})")
-    _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]])
+    _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]],
+                       "adaptation samples per task" if by_samples else units.pop())
     return _save(fig, path)
 
 
@@ -293,9 +312,14 @@ def _without_oracle(result: dict) -> dict:
 def write_compare(run_dirs, split: str, out_dir=None) -> tuple[str, dict[str, Path]]:
     """Compare runs on ``split``: write compare.md and compare.png into ``out_dir`` (default
     `default_compare_dir`); returns the table and ``{"table": ..., "plot": ...}``."""
+    from .gap_report import write_worst_case
+
     entries = load_compare_entries(run_dirs, split)
     out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
     table = format_compare_table(entries, split)
+    worst_table, worst_paths = write_worst_case(entries, split, out_dir)
+    if worst_table is not None:  # with gaps: the worst-case table follows the returns table
+        table = table + "\n" + worst_table
     paths = {"table": write_file(out_dir / "compare.md", table.encode()),
-             "plot": plot_compare(entries, split, out_dir / "compare.png")}
+             "plot": plot_compare(entries, split, out_dir / "compare.png"), **worst_paths}
     return table, paths

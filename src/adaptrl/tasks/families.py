@@ -187,7 +187,9 @@ register(_ant_vel())
 
 
 def _angle_direction(name, body, forward_weight, ctrl_weight, alive, terminated_fn, obs_dim,
-                     act_dim):
+                     act_dim, ood_arc=None):
+    """Run in direction ψ ∈ [0, 2π) (PEARL). ``ood_arc=(a, b)``: training and test directions
+    leave out the arc [a, b], which becomes the ``ood`` split."""
     vx = VX_INDEX[body]
 
     def reward(obs, act, next_obs, params):
@@ -196,15 +198,25 @@ def _angle_direction(name, body, forward_weight, ctrl_weight, alive, terminated_
         return forward_weight * along - _ctrl(act, ctrl_weight) + alive
 
     circle = BoxSplit((0.0,), (2 * math.pi,))
+    splits = {"train": circle, "test": circle}
+    notes = ""
+    if ood_arc is not None:
+        seen = BoxSplit((0.0,), (ood_arc[0],))
+        splits = {"train": seen, "test": seen, "ood": BoxSplit((ood_arc[0],), (ood_arc[1],))}
+        notes = (f"train/test directions U[0, {ood_arc[0]:.4g}], ood arc "
+                 f"U[{ood_arc[0]:.4g}, {ood_arc[1]:.4g}]")
     return TaskFamily(
         name=name, body=body, param_names=("theta",), low=[0.0], high=[2 * math.pi],
         horizon=200, obs_dim=obs_dim, act_dim=act_dim, source=PEARL,
         reward_doc=f"{forward_weight:g}·v_xy·(cosψ,sinψ) - {ctrl_weight:g}||a||² + {alive:g}",
-        reward_fn=reward, terminated_fn=terminated_fn, splits={"train": circle, "test": circle},
+        reward_fn=reward, terminated_fn=terminated_fn, splits=splits, notes=notes,
     )
 
 
 register(_angle_direction("ant-dir-2d", "ant", 1.0, 0.5, 1.0, _ant_unhealthy(0), 27, 8))
+# the OOD variant: train on three quarters of the circle, evaluate on the last quarter
+register(_angle_direction("ant-dir-2d-hard", "ant", 1.0, 0.5, 1.0, _ant_unhealthy(0), 27, 8,
+                          ood_arc=(1.5 * math.pi, 2 * math.pi)))
 register(_angle_direction("humanoid-dir", "humanoid", 1.25, 0.1, 5.0, _humanoid_unhealthy, 45, 17))
 
 
