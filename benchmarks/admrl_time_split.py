@@ -17,25 +17,17 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from adaptrl.algos import get_algorithm
+from adaptrl.bench import timed
 from adaptrl.cli import configure_threads
 from adaptrl.config import make_config
 from adaptrl.tasks import get_family
 
 SHORT = ["n_zeroshot=1", "n_slbo_first=1", "n_slbo=2", "n_inner=1", "n_policy=2", "n_model=20"]
-
-
-def timed(fn, repeats=3):
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def main(argv=None):

@@ -11,24 +11,16 @@ process, on the same data, so the ratios are meaningful.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from adaptrl.algos import get_algorithm
+from adaptrl.bench import timed
 from adaptrl.cli import configure_threads
 from adaptrl.config import make_config
 from adaptrl.optim import flatten, make_hvp
 from adaptrl.tasks import get_family
-
-
-def timed(fn, repeats=3):
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def main(argv=None):

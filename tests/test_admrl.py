@@ -27,13 +27,7 @@ from adaptrl.tasks import get_family
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These problems are tiny: one intra-op thread avoids oversubscribing a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ── Eq. (2) + (5): the implicit task gradient ─────────────────────────────────────────────────

@@ -65,7 +65,7 @@ def _own_head_returns(flap, rows, episodes, rng):
 
 
 def test_flap_adapter_recovers_most_of_the_head_policies_return_on_cheetah_vel():
-    """FLAP on cheetah-vel-hard (laptop preset, 60 iterations ≈ 7 minutes on 2 cores): on the
+    """FLAP on cheetah-vel-hard (laptop preset, 60 iterations; 16 minutes on 2 busy cores): on the
     training tasks, the policy adapted from one context episode (no gradient step) closes at
     least half of the gap between the mean head (no adaptation) and each task's own head, and
     the adapter explains most of the heads' variation across tasks (R² > 0.5)."""

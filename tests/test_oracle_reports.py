@@ -33,12 +33,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = dict(iterations=2, episodes=2, eval_episodes=2, hidden_sizes=[8, 8])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
