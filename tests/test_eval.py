@@ -231,7 +231,7 @@ def test_splits_give_tasks_of_the_right_shape():
     assert tasks_for_split(point, "grid", 9, rng, per_dim=3).shape == (9, 2)
     boundary = tasks_for_split(point, "boundary", 8, rng)
     assert np.all(np.isclose(np.abs(boundary), 0.5).any(axis=1))
-    assert tasks_for_split("ant-3d", "grid", 1, rng).shape == (64, 3)  # 4 per dim in 3-D
+    assert tasks_for_split("ant-3d", "grid", 1, rng).shape == (48, 3)  # AdMRL: 4×4×3
     assert tasks_for_split("cheetah-vel", "grid", 1, rng).shape == (6, 1)
     ood = tasks_for_split("cheetah-vel-hard", "ood", 5, rng)
     assert ood.shape == (5, 1) and np.all(ood >= 2.5)
@@ -465,3 +465,14 @@ def test_cli_malformed_steps_are_one_line(tmp_path, capsys, steps, needle):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_grid_split_uses_the_papers_shape_and_accepts_counts_per_dimension():
+    rng = np.random.default_rng(0)
+    ant3d = tasks_for_split("ant-3d", "grid", 1, rng)
+    assert ant3d.shape == (4 * 4 * 3, 3)  # AdMRL's 4×4×3 grid
+    assert sorted(set(ant3d[:, 2].round(6))) == [0.4, 0.5, 0.6]
+    assert tasks_for_split("hopper-2d", "grid", 1, rng).shape == (36, 2)
+    assert tasks_for_split("hopper-2d", "grid", 1, rng, per_dim=(3, 2)).shape == (6, 2)
+    with pytest.raises(ValueError, match="2 parameters"):
+        get_family("hopper-2d").grid((3, 2, 2))

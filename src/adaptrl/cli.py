@@ -44,6 +44,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _grid_counts(text: str):
+    """``6`` (every dimension) or ``4,4,3`` (one count per dimension) grid points."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or counts like 4,4,3, "
+                                         f"got '{text}'") from None
+    if min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"grid counts must be positive, got '{text}'")
+    return counts[0] if len(counts) == 1 else tuple(counts)
+
+
 def _family_arg(text: str) -> str:
     from .tasks import get_family
 
@@ -121,8 +133,9 @@ def _add_eval_parsers(sub) -> None:
                     help="evaluation seed: the same seed gives every run the same tasks (0)")
     ev.add_argument("--num-tasks", type=_positive_int, default=40,
                     help="tasks for the test, boundary and ood splits (40)")
-    ev.add_argument("--per-dim", type=_positive_int, default=None,
-                    help="grid points per parameter (6 for 1-D/2-D families, 4 for 3-D)")
+    ev.add_argument("--per-dim", type=_grid_counts, default=None,
+                    help="grid points per parameter, or one count per parameter like 4,4,3 "
+                         "(default: 6 for 1-D/2-D families, 4 for 3-D, ant-3d 4,4,3)")
 
     cmp = sub.add_parser("compare", help="one table and one plot of several runs' evaluations")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -382,8 +395,9 @@ def _add_oracle_parsers(sub) -> None:
                        help="task set, as in `adaptrl eval` (grid)")
     which.add_argument("--tasks", metavar="FILE.json", default=None,
                        help="the tasks in a JSON list of lists")
-    orc.add_argument("--per-dim", type=_positive_int, default=None,
-                     help="grid points per parameter (6 for 1-D/2-D families, 4 for 3-D)")
+    orc.add_argument("--per-dim", type=_grid_counts, default=None,
+                     help="grid points per parameter, or one count per parameter like 4,4,3 "
+                         "(default: 6 for 1-D/2-D families, 4 for 3-D, ant-3d 4,4,3)")
     orc.add_argument("--num-tasks", type=_positive_int, default=40,
                      help="tasks for the test, boundary and ood splits (40)")
     orc.add_argument("--seed", type=int, default=0,

@@ -84,6 +84,8 @@ class PEARL(OffPolicyMethod):
                        seed=int(torch.randint(0, 2**62, (1,)).item()))
         self.context_buffer = ReplayBuffer(cfg.num_train_tasks, cfg.context_capacity,
                                            self.obs_dim, self.act_dim)
+        # posterior samples while adapting; `adapt` reseeds it from its rng
+        self._adapt_generator = torch.Generator().manual_seed(0)
 
     # ── z ──
     def sample_z(self, mean: torch.Tensor, var: torch.Tensor, episodes: int,

@@ -50,8 +50,11 @@ MAX_GRID_DIM = 3  # grids above this many parameters are too coarse or too large
 
 
 # ─── task sets ───────────────────────────────────────────────────────────────────────────────
-def default_per_dim(family: TaskFamily) -> int:
-    """Grid points per dimension: 6 for 1-D and 2-D families, 4 for 3-D ones."""
+def default_per_dim(family: TaskFamily):
+    """Grid points per dimension: the family's own ``grid_shape`` where its paper fixes one
+    (Ant3D: 4×4×3), else 6 for 1-D and 2-D families and 4 for 3-D ones."""
+    if family.grid_shape:
+        return tuple(family.grid_shape)
     return 6 if family.param_dim <= 2 else 4
 
 
@@ -74,7 +77,7 @@ def tasks_for_split(family: TaskFamily | str, split: str, n: int, rng: np.random
                 f"'{family.name}' has {family.param_dim} parameters: a grid over Ψ is too large; "
                 "use --split boundary or --split test")
         per_dim = default_per_dim(family) if per_dim is None else per_dim
-        if per_dim < 1:
+        if min(np.atleast_1d(per_dim)) < 1:
             raise AdaptrlError(f"--per-dim must be positive, got {per_dim}")
         try:
             return family.grid(per_dim)

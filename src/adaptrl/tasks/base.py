@@ -145,6 +145,13 @@ def sample_box_boundary(low: np.ndarray, high: np.ndarray, n: int, rng: np.rando
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _counts_str(counts) -> str:
+    """``3^18`` for equal counts, ``4×4×3`` otherwise."""
+    if len(set(counts)) == 1:
+        return f"{counts[0]}^{len(counts)}"
+    return "×".join(map(str, counts))
+
+
 @dataclass(eq=False)
 class TaskFamily:
     """A family of tasks sharing one body and differing in ψ.
@@ -163,6 +170,8 @@ class TaskFamily:
         dynamics: ``None`` when ψ enters only the reward; otherwise the name of the dynamics
             randomizer in `adaptrl.envs` that maps ψ to physics parameters.
         default_test_tasks: how many tasks ``split('test')`` gives by default.
+        grid_shape: grid points per dimension of the evaluation grid the source paper uses
+            (AdMRL's 4×4×3 for Ant3D); empty means the evaluation protocol's default.
     """
 
     name: str
@@ -182,6 +191,7 @@ class TaskFamily:
     discrete: np.ndarray | None = None
     notes: str = ""
     weights: dict[str, float] = field(default_factory=dict)
+    grid_shape: tuple[int, ...] = ()
 
     def __post_init__(self):
         self.low = np.asarray(self.low, dtype=np.float64)
@@ -213,21 +223,27 @@ class TaskFamily:
         _check_count(n)
         return np.asarray(self.splits[name].sample(n, rng), dtype=np.float64).reshape(n, -1)
 
-    def grid(self, per_dim: int) -> np.ndarray:
-        """A regular grid over the box Ψ with ``per_dim`` points per dimension (end points
-        included), ``[per_dim**k, k]``; for discrete families, the whole set."""
+    def grid(self, per_dim) -> np.ndarray:
+        """A regular grid over the box Ψ, end points included: ``per_dim`` points per dimension
+        (an int, or one count per dimension such as ``(4, 4, 3)``), ``[Π counts, k]``; for
+        discrete families, the whole set."""
         if self.discrete is not None:
             return self.discrete.copy()
-        if per_dim < 1:
-            raise ValueError(f"grid needs at least 1 point per dimension, got {per_dim}")
-        if per_dim ** self.param_dim > MAX_GRID_POINTS:
+        counts = ([int(per_dim)] * self.param_dim if np.ndim(per_dim) == 0
+                  else [int(c) for c in per_dim])
+        if len(counts) != self.param_dim:
+            raise ValueError(f"'{self.name}' has {self.param_dim} parameters; got grid counts "
+                             f"{counts}")
+        if min(counts) < 1:
+            raise ValueError(f"grid needs at least 1 point per dimension, got {counts}")
+        if math.prod(counts) > MAX_GRID_POINTS:
             raise ValueError(
-                f"a grid of {per_dim}^{self.param_dim} points over '{self.name}' is too large "
+                f"a grid of {_counts_str(counts)} points over '{self.name}' is too large "
                 f"(limit {MAX_GRID_POINTS}); use boundary() or sample() for high-dimensional Ψ"
             )
         axes = [
-            np.linspace(lo, hi, per_dim) if per_dim > 1 else np.array([(lo + hi) / 2])
-            for lo, hi in zip(self.low, self.high)
+            np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2])
+            for lo, hi, n in zip(self.low, self.high, counts)
         ]
         return np.array(list(itertools.product(*axes)), dtype=np.float64)
 

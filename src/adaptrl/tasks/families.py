@@ -263,7 +263,8 @@ register(_rand_params("hopper-params", "hopper", _hopper_unhealthy, 11, 3))
 register(_rand_params("walker-params", "walker2d", _walker_unhealthy, 17, 6))
 
 
-def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood=None):
+def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood=None,
+           grid_shape=()):
     """AdMRL's velocity/height families: r = -(c₁|vx-ψx| + c₂|vy-ψy| + c₃|z-ψz|) + alive - ctrl.
 
     ``coef`` lists (index into obs, coefficient) for each dimension of ψ in order; ``dims`` names
@@ -288,7 +289,7 @@ def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood
         obs_dim=obs_dim, act_dim=act_dim, source=ADMRL,
         reward_doc=f"-({terms}) + 1 - {ctrl_weight:g}||a||²", reward_fn=reward, splits=splits,
         notes="no early termination (fixed-length episodes, as model-based rollouts need)",
-        weights={names[j]: c for j, (_, c) in zip(dims, coef)},
+        weights={names[j]: c for j, (_, c) in zip(dims, coef)}, grid_shape=grid_shape,
     )
 
 
@@ -299,7 +300,7 @@ register(_admrl("walker-2d", "walker2d", [-2.0, 1.0], [2.0, 1.8], [(8, 1.0), (0,
 register(_admrl("ant-2d", "ant", [-3.0, -3.0], [3.0, 3.0], [(13, 1.0), (14, 1.0)], (0, 1),
                 0.5, 27, 8, ood=([-5.0, -5.0], [5.0, 5.0])))
 register(_admrl("ant-3d", "ant", [-3.0, -3.0, 0.4], [3.0, 3.0, 0.6],
-                [(13, 1.0), (14, 1.0), (0, 30.0)], (0, 1, 2), 0.5, 27, 8))
+                [(13, 1.0), (14, 1.0), (0, 30.0)], (0, 1, 2), 0.5, 27, 8, grid_shape=(4, 4, 3)))
 
 
 # ─── Cheetah-Highdim ─────────────────────────────────────────────────────────────────────────
