@@ -376,3 +376,18 @@ def test_distributional_variants_train_on_drawn_tasks_without_a_task_gradient(na
     cfg = algo.config
     per = cfg.fast_batch * algo.horizon
     assert metrics[-1]["samples/real"] == (cfg.n_slbo_first + cfg.n_slbo) * per
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    from adaptrl.runner import train
+    from test_runner import read_metrics, reproducible
+
+    def run(out, iterations, resume=False):
+        return train("admrl", "hopper-2d", preset="smoke",
+                     overrides=[f"iterations={iterations}", "checkpoint_every=1"],
+                     out=out, resume=resume, progress=False)
+
+    whole = run(tmp_path / "whole", 2)
+    part = run(tmp_path / "part", 1)
+    run(part, 2, resume=True)
+    assert reproducible(read_metrics(part)) == reproducible(read_metrics(whole))
