@@ -391,3 +391,16 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     part = run(tmp_path / "part", 1)
     run(part, 2, resume=True)
     assert reproducible(read_metrics(part)) == reproducible(read_metrics(whole))
+
+
+def test_default_budgets_are_zero_shot_and_one_to_three_collections():
+    from adaptrl.algos import get_algorithm
+    from adaptrl.config import make_config
+    from adaptrl.tasks import get_family
+
+    cls = get_algorithm("admrl")
+    torch.manual_seed(0)
+    smoke = cls(get_family("hopper-2d"), make_config(cls, "smoke"))
+    assert smoke.default_budgets == (0, 200, 400, 600)  # fast_batch 4 × horizon 50
+    paper = make_config(cls, "paper")
+    assert paper.fast_batch * paper.horizon == 2000  # → 0, 2000, 4000, 6000 as in the paper

@@ -130,6 +130,7 @@ def test_linear_head_actor_one_hot_path_equals_explicit_heads_and_per_sample_fal
     ("flap", "collect_episodes=0", "collect_episodes"),
     ("flap", "tasks_per_iteration=101", "tasks_per_iteration"),
     ("flap", "reward_scale=0", "reward_scale"),
+    ("flap", "initial_episodes=0", "initial_episodes"),
 ])
 def test_impossible_values_are_rejected_naming_the_field(algo, override, field):
     with pytest.raises(AdaptrlError, match=field):

@@ -125,8 +125,9 @@ def _add_eval_parsers(sub) -> None:
                             "outside Ψ); the split is named after the file")
     ev.add_argument("--steps", type=_steps_arg, default=None,
                     help="adaptation budgets, increasing (default: the method's own: 0,1,2,3 "
-                         "steps or context rounds; 0,2000,4000,6000 real samples for the "
-                         "model-based methods)")
+                         "steps or context rounds; for the model-based methods 0 and one to "
+                         "three SLBO collections of real samples, 0,2000,4000,6000 with the "
+                         "paper preset)")
     ev.add_argument("--episodes", type=_positive_int, default=20,
                     help="fresh episodes per task after adapting (20)")
     ev.add_argument("--seed", type=int, default=0,
@@ -321,7 +322,7 @@ def cmd_eval(args) -> int:
         tasks = tasks_for_split(family, split, args.num_tasks, np.random.default_rng(task_seed),
                                 per_dim=args.per_dim)
     configure_threads()
-    steps = args.steps if args.steps is not None else list(type(algo).default_budgets)
+    steps = args.steps if args.steps is not None else list(algo.default_budgets)
     result = evaluate(algo, family, tasks, steps, args.episodes,
                       np.random.default_rng(eval_seed), split=split, seed=args.seed)
     result["run"] = {"dir": str(run_dir), "seed": info["seed"],

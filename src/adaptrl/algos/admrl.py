@@ -263,10 +263,15 @@ class ModelBasedMeta(MetaAlgorithm):
 
     Config = AdMRLConfig
     task_search = "uniform"
-    # adaptation budgets are real environment steps per task, not gradient steps (the paper
-    # evaluates n = 2000, 4000, 6000 after zero-shot)
-    default_budgets = (0, 2000, 4000, 6000)
     budget_unit = "real samples"
+
+    @property
+    def default_budgets(self) -> tuple[int, ...]:
+        """Adaptation budgets are real environment steps per task, not gradient steps: zero-shot
+        and one to three SLBO collections of ``fast_batch × horizon`` samples (the paper's
+        setting gives n = 0, 2000, 4000, 6000)."""
+        n = self.config.fast_batch * self.horizon
+        return (0, n, 2 * n, 3 * n)
 
     def __init__(self, family, config: AdMRLConfig):
         super().__init__(family, config)

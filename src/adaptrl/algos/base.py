@@ -76,8 +76,9 @@ class MetaAlgorithm:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = BaseConfig
-    default_budgets: ClassVar[tuple[int, ...]] = (0, 1, 2, 3)
-    """The budgets `adaptrl eval` uses when ``--steps`` is not given."""
+    default_budgets: tuple[int, ...] = (0, 1, 2, 3)
+    """The budgets `adaptrl eval` uses when ``--steps`` is not given (a method may make it a
+    property of its config)."""
     budget_unit: ClassVar[str] = "adaptation steps"
     """What a budget counts, for reports (each step uses ``fast_batch`` episodes per task)."""
 

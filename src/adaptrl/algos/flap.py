@@ -171,7 +171,10 @@ class FLAP(OffPolicyMethod):
         critics, α), then one adapter regression step on the same tasks."""
         cfg = self.config
         rows = rng.choice(cfg.num_train_tasks, cfg.meta_batch, replace=False)
-        raw = self.replay.sample(max(cfg.batch_size, cfg.adapter_batch), rng, rows)
+        # with replay-trained adapters, the adapter's context is a prefix of the same draw
+        drawn = cfg.batch_size if self.context_buffer is not None else max(cfg.batch_size,
+                                                                          cfg.adapter_batch)
+        raw = self.replay.sample(drawn, rng, rows)
         batch = self.sac_batch({k: v[:, :cfg.batch_size] for k, v in raw.items()})
         batch["obs"] = self.with_task(batch["obs"], rows)
         batch["next_obs"] = self.with_task(batch["next_obs"], rows)

@@ -51,12 +51,14 @@ class OffPolicyConfig(BaseConfig, SACConfig):
     def validate(self) -> None:
         BaseConfig.validate(self)
         SACConfig.validate(self)
-        for name in ("num_train_tasks", "tasks_per_iteration", "replay_capacity"):
+        # every training task needs data before the first update samples it
+        for name in ("num_train_tasks", "tasks_per_iteration", "replay_capacity",
+                     "initial_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("initial_episodes", "updates_per_iteration"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.updates_per_iteration < 0:
+            raise ValueError(f"updates_per_iteration must be ≥ 0, got "
+                             f"{self.updates_per_iteration}")
         if self.meta_batch > self.num_train_tasks:
             raise ValueError(f"meta_batch ({self.meta_batch}) cannot exceed num_train_tasks "
                              f"({self.num_train_tasks})")
@@ -212,7 +214,7 @@ class OffPolicyMethod(MetaAlgorithm):
         """Collect ``initial_episodes`` for every training task whose buffer is empty (the
         first iteration, or a resume without stored buffers); the seconds it took."""
         empty = np.flatnonzero(self.replay.size == 0)
-        if empty.size == 0 or self.config.initial_episodes == 0:
+        if empty.size == 0:
             return 0.0
         start = time.perf_counter()
         for chunk in np.array_split(empty, max(1, int(np.ceil(empty.size / 20)))):

@@ -65,8 +65,6 @@ class PEARLConfig(OffPolicyConfig):
         if self.prior_episodes + self.posterior_episodes + self.extra_rl_episodes < 1:
             raise ValueError("collect at least one episode per iteration (prior_episodes, "
                              "posterior_episodes or extra_rl_episodes)")
-        if self.initial_episodes < 1:
-            raise ValueError("PEARL needs initial_episodes ≥ 1 to fill the context buffers")
 
 
 @register_algorithm
