@@ -25,6 +25,7 @@
 #   ORACLE_ITERATIONS / ORACLE_EPISODES / ORACLE_EVAL_EPISODES / ORACLE_HIDDEN
 #                   per-task TRPO of the oracle (10 / 4 / 4 / 32,32)
 #   SEED            training seed of every method (0)
+#   OVERRIDES       extra config overrides of every method, e.g. "task_lr=2.0 n_inner=3"
 set -euo pipefail
 
 OUT=${1:-runs/admrl-hopper2d}
@@ -50,8 +51,11 @@ for algo in "${METHODS[@]}"; do
     resume=()
     [ -f "$OUT/$algo/checkpoints/latest.pt" ] && resume=(--resume)
     say "train $algo ${resume[*]}"
+    extra=()
+    for kv in ${OVERRIDES:-}; do extra+=(--set "$kv"); done
     adaptrl train "$algo" "$FAMILY" --preset "$PRESET" --seed "$SEED" --out "$OUT/$algo" \
-        --set iterations="$ITERATIONS" --set horizon="$HORIZON" --no-progress "${resume[@]}" \
+        --set iterations="$ITERATIONS" --set horizon="$HORIZON" "${extra[@]}" --no-progress \
+        "${resume[@]}" \
         > "$OUT/$algo.train.log" 2>&1 || { cat "$OUT/$algo.train.log"; exit 1; }
     tail -n 1 "$OUT/$algo.train.log"
 done
