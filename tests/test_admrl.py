@@ -379,18 +379,9 @@ def test_distributional_variants_train_on_drawn_tasks_without_a_task_gradient(na
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    from adaptrl.runner import train
-    from test_runner import read_metrics, reproducible
+    from test_runner import assert_resume_is_exact
 
-    def run(out, iterations, resume=False):
-        return train("admrl", "hopper-2d", preset="smoke",
-                     overrides=[f"iterations={iterations}", "checkpoint_every=1"],
-                     out=out, resume=resume, progress=False)
-
-    whole = run(tmp_path / "whole", 2)
-    part = run(tmp_path / "part", 1)
-    run(part, 2, resume=True)
-    assert reproducible(read_metrics(part)) == reproducible(read_metrics(whole))
+    assert_resume_is_exact(tmp_path, "admrl", "hopper-2d", first=1, total=2)
 
 
 def test_default_budgets_are_zero_shot_and_one_to_three_collections():

@@ -17,7 +17,7 @@ from adaptrl.nets.sac_nets import LinearHeadActor, tanh_gaussian_sample
 from adaptrl.runner import train
 from adaptrl.tasks import get_family
 
-from test_runner import read_metrics, reproducible
+from test_runner import assert_resume_is_exact
 
 
 # ── product of Gaussians, encoder, adapter ────────────────────────────────────────────────────
@@ -231,15 +231,7 @@ def test_state_from_another_config_is_refused():
 
 @pytest.mark.parametrize("algo", ["pearl", "flap"])
 def test_resume_matches_uninterrupted_run(tmp_path, algo):
-    def run(out, iterations, resume=False):
-        return train(algo, "point-nav", preset="smoke",
-                     overrides=[f"iterations={iterations}", "checkpoint_every=2"],
-                     out=out, resume=resume, progress=False)
-
-    whole = run(tmp_path / "whole", 4)
-    part = run(tmp_path / "part", 2)
-    run(part, 4, resume=True)
-    assert reproducible(read_metrics(part)) == reproducible(read_metrics(whole))
+    assert_resume_is_exact(tmp_path, algo, "point-nav", first=2, total=4, checkpoint_every=2)
 
 
 def test_smoke_preset_trains_and_evaluates_on_a_mujoco_family(tmp_path):

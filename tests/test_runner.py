@@ -58,6 +58,21 @@ def reproducible(rows):
     return [{k: v for k, v in row.items() if not is_timing_column(k)} for row in rows]
 
 
+def assert_resume_is_exact(tmp_path, algo, family, first, total, checkpoint_every=1):
+    """A run of ``total`` iterations and one of ``first`` resumed to ``total`` (smoke preset,
+    same seed) write the same metrics, wall-clock columns aside."""
+    def train_smoke(out, iterations, resume=False):
+        return train(algo, family, preset="smoke",
+                     overrides=[f"iterations={iterations}",
+                                f"checkpoint_every={checkpoint_every}"],
+                     out=out, resume=resume, progress=False)
+
+    whole = train_smoke(tmp_path / "whole", total)
+    part = train_smoke(tmp_path / "part", first)
+    train_smoke(part, total, resume=True)
+    assert reproducible(read_metrics(part)) == reproducible(read_metrics(whole))
+
+
 # ─── configs ────────────────────────────────────────────────────────────────────────────────
 def test_set_parses_each_field_type():
     config = make_config(DummyAlgo, overrides=[

@@ -41,7 +41,6 @@ import torch
 
 from ..nets.context import AdapterNet
 from ..nets.sac_nets import LinearHeadActor
-from ..optim.sac import SAC
 from ..sampling import ReplayBuffer
 from .base import option, register_algorithm
 from .offpolicy import OffPolicyConfig, OffPolicyMethod
@@ -98,8 +97,7 @@ class FLAP(OffPolicyMethod):
         M = cfg.num_train_tasks
         self.actor = LinearHeadActor(self.obs_dim, self.act_dim, M, cfg.hidden_sizes,
                                      cfg.activation)
-        self.sac = SAC(self.obs_dim + M, self.act_dim, cfg.sac_config(),
-                       seed=int(torch.randint(0, 2**62, (1,)).item()), actor=self.actor)
+        self.sac = self.build_sac(self.obs_dim + M, actor=self.actor)
         self.adapter = AdapterNet(self.context_dim, self.actor.head_shape, cfg.adapter_hidden,
                                   cfg.activation, cfg.adapter_decoder)
         self.adapter_optim = torch.optim.Adam(self.adapter.parameters(), lr=cfg.adapter_lr)

@@ -93,8 +93,14 @@ class OffPolicyMethod(MetaAlgorithm):
         env = self.sampler(1, 1).env
         self._act_low = torch.as_tensor(env.action_low, dtype=torch.float32)
         self._act_high = torch.as_tensor(env.action_high, dtype=torch.float32)
-        self.sac: SAC  # built by the subclass
+        self.sac: SAC  # built by the subclass with `build_sac`
         self.env_steps = 0  # environment steps collected for meta-training (all tasks)
+
+    def build_sac(self, obs_dim: int, actor=None) -> SAC:
+        """The SAC learner for observations of ``obs_dim`` numbers (conditioning included);
+        its noise generator is seeded from torch's global RNG, like the networks."""
+        return SAC(obs_dim, self.act_dim, self.config.sac_config(),
+                   seed=int(torch.randint(0, 2**62, (1,)).item()), actor=actor)
 
     # ── actions ──
     def env_action(self, unit_action: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from ..nets.context import ContextEncoder, kl_to_unit_gaussian
-from ..optim.sac import SAC
 from ..sampling import ReplayBuffer
 from .base import option, register_algorithm
 from .offpolicy import OffPolicyConfig, OffPolicyMethod
@@ -78,8 +77,7 @@ class PEARL(OffPolicyMethod):
         self.encoder = ContextEncoder(self.context_dim, cfg.latent_dim, cfg.encoder_hidden,
                                       cfg.activation)
         self.encoder_optim = torch.optim.Adam(self.encoder.parameters(), lr=cfg.encoder_lr)
-        self.sac = SAC(self.obs_dim + cfg.latent_dim, self.act_dim, cfg.sac_config(),
-                       seed=int(torch.randint(0, 2**62, (1,)).item()))
+        self.sac = self.build_sac(self.obs_dim + cfg.latent_dim)
         self.context_buffer = ReplayBuffer(cfg.num_train_tasks, cfg.context_capacity,
                                            self.obs_dim, self.act_dim)
         # posterior samples while adapting; `adapt` reseeds it from its rng
