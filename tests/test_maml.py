@@ -80,6 +80,26 @@ def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
         assert float(grad @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
 
 
+@pytest.mark.parametrize("first_order, inner_steps", [(False, 1), (False, 2), (True, 1)])
+def test_hand_meta_gradient_equals_autograd_of_the_post_adaptation_loss(first_order,
+                                                                          inner_steps):
+    from adaptrl.nets.curvature import MLPTrace
+    algo, inner, adapted, post, post_adv, old_logp = _setup(first_order, inner_steps)
+    params = list(algo.policy.parameters())
+    loss = algo.post_adaptation_loss(inner, post, post_adv, old_logp)
+    reference = flatten(torch.autograd.grad(loss, params))
+    hessians = [algo.inner_loss_curvature(*step) for step in inner]
+    value, grad = algo.meta_gradient(hessians, post, post_adv,
+                                     MLPTrace(algo.policy, post.obs, adapted))
+    assert value == pytest.approx(float(loss.detach()), rel=1e-12)
+    torch.testing.assert_close(grad, reference, rtol=1e-9, atol=1e-12)
+    # the hand inner step is the autograd one
+    for (p, ep, adv), h in zip(inner, hessians):
+        by_autograd = algo.inner_update(p, ep, adv)
+        for k, v in algo.gradient_step(p, h).items():
+            torch.testing.assert_close(v, by_autograd[k], rtol=1e-12, atol=1e-14)
+
+
 def test_first_order_gradient_is_the_second_order_gradient_without_inner_jacobian():
     algo, inner, adapted, post, post_adv, old_logp = _setup(first_order=True)
     params = list(algo.policy.parameters())
@@ -121,9 +141,13 @@ def test_maml_meta_update_respects_trust_region():
     info = algo.meta_update(inner, adapted, post, post_adv)
     with torch.no_grad():
         kl = float(algo.post_adaptation_kl(inner, post, adapted))
+        loss = float(algo.post_adaptation_loss(inner, post, post_adv, old_logp))
     if info["accepted"]:
         assert kl <= 1e-3 + 1e-12
         assert info["loss_after"] < info["loss_before"]
+        # the line search's values (by hand) are the reference definitions' values
+        assert info["kl"] == pytest.approx(kl, rel=1e-9)
+        assert info["loss_after"] == pytest.approx(loss, rel=1e-9)
     else:
         assert kl == 0.0
 

@@ -50,6 +50,22 @@ def test_cg_solves_random_spd_system():
     assert info["residual_norm"] < 1e-10
 
 
+@pytest.mark.parametrize("iters", [1, 3, 8])
+def test_cg_reports_the_curvature_of_its_solution_without_another_product(iters):
+    gen = torch.Generator().manual_seed(4)
+    n = 30
+    q = _random_orthogonal(n, gen)
+    A = q @ torch.diag(torch.logspace(0, 3, n, dtype=F64)) @ q.T  # ill-conditioned: CG stops early
+    b = torch.randn(n, generator=gen, dtype=F64)
+    calls = []
+    x, info = conjugate_gradient(lambda v: calls.append(1) or A @ v, b, iters=iters)
+    assert len(calls) == iters
+    assert float(info["xAx"]) == pytest.approx(float(x @ A @ x), rel=1e-10)
+    # in float32, as TRPO runs, it still agrees to rounding
+    x32, info32 = conjugate_gradient(lambda v: A.float() @ v, b.float(), iters=iters)
+    assert float(info32["xAx"]) == pytest.approx(float(x32 @ A.float() @ x32), rel=1e-4)
+
+
 def test_cg_reports_non_positive_curvature_instead_of_dividing_by_zero():
     gen = torch.Generator().manual_seed(1)
     n = 20

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nets.curvature import MLPTrace, kl_curvature, log_prob, neg_log_prob_curvature
+from ..nets.policy import gaussian_kl, gaussian_log_prob
 from ..optim import flatten, trpo_step
 from ..sampling import Episodes
 from .base import option, register_algorithm
@@ -57,14 +59,15 @@ class MAML(PolicyGradientMethod):
         # ── inner loop: adapt with episodes of the current policy ───────────────────────────
         params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}
         inner = []  # (params before the step, episodes, advantages) for each inner step
+        hessians = []  # each step's loss, kept for the meta-update's Hessian products
         for _ in range(cfg.inner_steps):
             t0 = time.perf_counter()
             episodes = sampler.sample(self.actor(params, tasks), tasks, rng)
             sample_s += time.perf_counter() - t0
             advantages = self.advantages(episodes)
             inner.append((params, episodes, advantages))
-            params = {k: v.detach() for k, v in
-                      self.inner_update(params, episodes, advantages).items()}
+            hessians.append(self.inner_loss_curvature(params, episodes, advantages))
+            params = self.gradient_step(params, hessians[-1])
 
         # ── post-adaptation episodes ─────────────────────────────────────────────────────────
         t0 = time.perf_counter()
@@ -74,7 +77,7 @@ class MAML(PolicyGradientMethod):
         metrics.update(episode_metrics("return_pre", inner[0][1]))
 
         # ── outer loop: TRPO on the post-adaptation surrogate ───────────────────────────────
-        info = self.meta_update(inner, params, post, self.advantages(post))
+        info = self.meta_update(inner, params, post, self.advantages(post), hessians)
         metrics.update(trpo_metrics(info))
         metrics["time/sample_s"] = sample_s
         metrics["time/update_s"] = time.perf_counter() - start - sample_s
@@ -112,88 +115,125 @@ class MAML(PolicyGradientMethod):
         kl = self.policy.kl(self.policy_obs(post), old_params, params)
         return masked_task_mean(kl, post.mask).mean()
 
-    def meta_update(self, inner, old_params, post: Episodes, post_adv) -> dict:
+    def meta_update(self, inner, old_params, post: Episodes, post_adv, hessians=None) -> dict:
+        """One TRPO step of θ on the post-adaptation surrogate (module docstring).
+
+        Every product is computed by hand on cached forward passes (`adaptrl.nets.curvature`):
+        the gradient Jᵀ∇_θ'L, the curvature Jᵀ F J and the line search's values; the autograd
+        definitions above (`post_adaptation_loss`, `post_adaptation_kl`) are the reference the
+        tests hold them to. ``hessians``: the inner losses' `LossCurvature` at each step's
+        parameters, if the caller already built them (``train_step`` does, for the inner step).
+        """
+        cfg = self.config
         old_params = {k: v.detach() for k, v in old_params.items()}
-        with torch.no_grad():
-            old_logp = self.policy.log_prob(self.policy_obs(post), post.actions, old_params)
-        # TRPO differentiates the first surrogate evaluation only; the line search just reads
-        # values, so later evaluations skip the second-order graph, and the loss and the KL of
-        # one candidate θ share its adapted parameters (keyed by the tensors' in-place versions)
-        differentiate = [True]
+        names, T = list(old_params), post.num_tasks
+        if hessians is None:
+            hessians = [self.inner_loss_curvature(*step) for step in inner]
+        post_obs = self.policy_obs(post)
+        post_trace = MLPTrace(self.policy, post_obs, old_params)
+        old_logp = log_prob(post_trace, post.actions).reshape(post.mask.shape)
+        old_mean = post_trace.mean.reshape(*post.mask.shape, -1)
+        old_log_std = old_params["log_std"][:, None, None, :]
+
+        loss_before, grad = self.meta_gradient(hessians, post, post_adv, post_trace)
+
+        # the curvature, on a subsample of the episodes if asked (cg_subsample = 1: all of them)
+        if cfg.cg_subsample < 1:
+            fvp = self.kl_hessian_product(
+                [(p, *_subsample(ep, adv, cfg.cg_subsample)) for p, ep, adv in inner],
+                old_params, subsample_episodes(post, cfg.cg_subsample))
+        else:
+            weights = post.mask / post.mask.sum((1, 2), keepdim=True).clamp_min(1.0)
+            fvp = self.kl_hessian_product(inner, old_params, post, hessians,
+                                          kl_curvature(post_trace, weights))
+
+        # the line search reads values only: the loss and the KL of one candidate θ share its
+        # adapted parameters and one forward pass (keyed by the tensors' in-place versions)
         cache: dict = {}
 
-        def adapted_values():
+        def candidate():
             key = tuple(p._version for p in self.policy.parameters())
             if cache.get("key") != key:
                 with torch.no_grad():
-                    cache.update(key=key, params=self.adapted_params(inner))
-            return cache["params"]
+                    params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}
+                    for _, episodes, advantages in inner:
+                        params = self.gradient_step(params, self.inner_loss_curvature(
+                            params, episodes, advantages, products=False))
+                    mean, log_std = self.policy(post_obs, params)
+                    logp = gaussian_log_prob(mean, log_std, post.actions)
+                    loss = -masked_task_mean(torch.exp(logp - old_logp) * post_adv, post.mask)
+                    kl = gaussian_kl(old_mean, old_log_std, mean, log_std)
+                    cache.update(key=key, loss=loss.mean(),
+                                 kl=masked_task_mean(kl, post.mask).mean())
+            return cache
 
-        def surrogate():
-            if differentiate[0]:
-                differentiate[0] = False
-                return self.post_adaptation_loss(inner, post, post_adv, old_logp)
-            with torch.no_grad():
-                return self.post_adaptation_loss(inner, post, post_adv, old_logp,
-                                                 adapted_values())
+        return trpo_step(list(self.policy.parameters()), lambda: candidate()["loss"],
+                         lambda: candidate()["kl"], max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
+                         cg_damping=cfg.cg_damping, backtrack_ratio=cfg.ls_backtrack_ratio,
+                         max_backtracks=cfg.ls_max_steps, fvp=fvp,
+                         gradient=(loss_before, grad))
 
-        def mean_kl():  # read as a value only: the trust-region metric is `fvp`
-            with torch.no_grad():
-                return self.post_adaptation_kl(inner, post, old_params, adapted_values())
+    def meta_gradient(self, hessians, post: Episodes, post_adv, post_trace: MLPTrace):
+        """(L(θ_old), ∇L(θ_old) [P]) of the post-adaptation surrogate, by hand: at θ_old every
+        ratio is 1, so ∇_θ'L is a REINFORCE gradient per task; the chain rule through the inner
+        steps applies Jᵀ = Π (I − α H_j) in reverse order (J = I for FOMAML).
 
-        # curvature products on a subsample of the episodes (cg_subsample = 1: all of them)
-        fraction = self.config.cg_subsample
+        ``hessians``: the inner losses' `LossCurvature`; ``post_trace``: the adapted policies'
+        forward pass on the post-adaptation observations.
+        """
+        cfg, mask, T = self.config, post.mask, post.num_tasks
+        names = post_trace.keys
+        weights = post_adv * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / T
+        outer = neg_log_prob_curvature(post_trace, post.actions, weights)
+        grad = [outer.gradient()[k] for k in names]
+        if not cfg.first_order:
+            grad = jacobian_product(grad, list(reversed(hessians)), names, cfg.inner_lr)
+        return -float(weights.sum()), flatten([g.sum(0) for g in grad])
 
-        def subsample(episodes, advantages):
-            sub = subsample_episodes(episodes, fraction)
-            return sub, advantages[:, :sub.num_episodes]
+    def kl_hessian_product(self, inner, old_params, post: Episodes, hessians=None, fisher=None):
+        """v ↦ (Jᵀ F J) v (see the module docstring), for flat vectors in θ-space.
 
-        curvature_inner = [(p, *subsample(ep, adv)) for p, ep, adv in inner]
-        curvature_post = subsample_episodes(post, fraction)
-        fvp = self.kl_hessian_product(curvature_inner, old_params, curvature_post)
-        cfg = self.config
-        return trpo_step(list(self.policy.parameters()), surrogate, mean_kl, max_kl=cfg.max_kl,
-                         cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
-                         backtrack_ratio=cfg.ls_backtrack_ratio,
-                         max_backtracks=cfg.ls_max_steps, fvp=fvp)
-
-    def kl_hessian_product(self, inner, old_params, post: Episodes):
-        """v ↦ (Jᵀ F J) v (see the module docstring), for flat vectors in θ-space."""
-        policy, alpha = self.policy, self.config.inner_lr
+        ``hessians`` / ``fisher``: the inner losses' and the KL's `LossCurvature`, if built
+        already on the same data.
+        """
+        alpha = self.config.inner_lr
         names = list(old_params)
         T = next(iter(old_params.values())).shape[0]
-
         # Fisher of each adapted policy at θ'_old: the Hessian of its mean KL over the task's
-        # valid post-adaptation steps (exact Gauss–Newton form, see GaussianMLPPolicy)
-        fisher = task_fisher(policy, post, self.policy_obs(post), old_params)
-
-        # Hessians of the inner losses, one leaf copy of the pre-step parameters per step; each
-        # product is a double backward through the kept inner-gradient graph (a hand-written
-        # R-operator pass was measured slower: 0.14 s vs 0.11 s per product on point-nav)
-        inner_grads = []
-        if not self.config.first_order:
-            for params, episodes, advantages in inner:
-                at = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-                loss = self.inner_loss(at, episodes, advantages).sum()
-                grads = torch.autograd.grad(loss, list(at.values()), create_graph=True)
-                inner_grads.append((list(at.values()), grads))
-
-        def jacobian_product(vecs, order):  # Π (I − α H_j) applied to per-task vectors
-            for wrt, grads in order:
-                dot = sum((g * v).sum() for g, v in zip(grads, vecs))
-                hv = torch.autograd.grad(dot, wrt, retain_graph=True)
-                vecs = [v - alpha * h for v, h in zip(vecs, hv)]
-            return vecs
+        # valid post-adaptation steps (exact Gauss–Newton form)
+        if fisher is None:
+            fisher = task_fisher(self.policy, post, self.policy_obs(post), old_params)
+        # Hessians of the inner losses at the pre-step parameters, by hand on cached traces
+        # (`adaptrl.nets.curvature`; the double backward through autograd was 2–3× slower)
+        if self.config.first_order:
+            hessians = []
+        elif hessians is None:
+            hessians = [self.inner_loss_curvature(*step) for step in inner]
 
         def product(v: torch.Tensor) -> torch.Tensor:
             vecs = per_task_vectors(v, old_params)
-            vecs = jacobian_product(vecs, inner_grads)                       # J v
+            vecs = jacobian_product(vecs, hessians, names, alpha)                 # J v
             fvecs = fisher(dict(zip(names, vecs)))
-            vecs = [fvecs[k] / T for k in names]                            # F J v
-            vecs = jacobian_product(vecs, list(reversed(inner_grads)))       # Jᵀ F J v
+            vecs = [fvecs[k] / T for k in names]                                 # F J v
+            vecs = jacobian_product(vecs, list(reversed(hessians)), names, alpha)  # Jᵀ F J v
             return flatten([w.sum(0) for w in vecs])
 
         return product
+
+
+def jacobian_product(vecs, hessians, names, alpha):
+    """Π_j (I − α H_j) applied to per-task vectors (a list in the order of ``names``), the
+    factors taken in the order of ``hessians``; each H_j is symmetric, so the reversed order
+    gives the transpose."""
+    for hessian in hessians:
+        hv = hessian(dict(zip(names, vecs)))
+        vecs = [v - alpha * hv[k] for v, k in zip(vecs, names)]
+    return vecs
+
+
+def _subsample(episodes, advantages, fraction):
+    sub = subsample_episodes(episodes, fraction)
+    return sub, advantages[:, :sub.num_episodes]
 
 
 @dataclass

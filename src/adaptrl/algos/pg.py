@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..nets import GaussianMLPPolicy, Params
+from ..nets.curvature import MLPTrace, neg_log_prob_curvature
 from ..optim import flat_dict, trpo_step, unflat_dict
 from ..sampling import Episodes, LinearFeatureBaseline
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
@@ -182,6 +183,20 @@ class PolicyGradientMethod(MetaAlgorithm):
         """REINFORCE loss per task ``[T]`` for per-task ``params``."""
         logp = self.policy.log_prob(self.policy_obs(episodes), episodes.actions, params)
         return -masked_task_mean(logp * advantages, episodes.mask)
+
+    def inner_loss_curvature(self, params: Params, episodes: Episodes, advantages: torch.Tensor,
+                             products: bool = True):
+        """The inner loss's gradient and (unless ``products=False``) Hessian products per task,
+        by hand (`adaptrl.nets.curvature.neg_log_prob_curvature`)."""
+        mask = episodes.mask
+        weights = advantages * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)
+        trace = MLPTrace(self.policy, self.policy_obs(episodes), params)
+        return neg_log_prob_curvature(trace, episodes.actions, weights, products)
+
+    def gradient_step(self, params: Params, curvature) -> Params:
+        """θ' = θ − α ∇L_i(θ) from the loss's hand-computed gradient (``inner_loss_curvature``)."""
+        grads = curvature.gradient()
+        return {k: v - self.config.inner_lr * grads[k] for k, v in params.items()}
 
     def inner_update(self, params: Params, episodes: Episodes, advantages: torch.Tensor,
                      create_graph: bool = False) -> Params:

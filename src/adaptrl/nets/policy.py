@@ -15,19 +15,23 @@ import torch
 from torch import nn
 
 from ..errors import AdaptrlError, UnknownNameError
+from .curvature import MLPTrace, kl_curvature
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "elu": nn.functional.elu}
 
 Params = dict[str, torch.Tensor]
 
 
-def _activation_slope(name: str, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """d act(z)/dz from the pre-activation ``z`` and the activation ``out``."""
-    if name == "relu":
-        return (z > 0).to(z.dtype)
-    if name == "tanh":
-        return 1 - out**2
-    return torch.where(z > 0, torch.ones_like(z), out + 1)  # elu (α = 1)
+def gaussian_log_prob(mean, log_std, actions) -> torch.Tensor:
+    """log N(a; mean, diag(exp(log_std))²) summed over the last dim."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(mean0, log_std0, mean1, log_std1) -> torch.Tensor:
+    """KL(N(mean0, σ0²) ‖ N(mean1, σ1²)) for diagonal Gaussians, summed over the last dim."""
+    var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
+    return (log_std1 - log_std0 + (var0 + (mean0 - mean1) ** 2) / (2 * var1) - 0.5).sum(-1)
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -121,57 +125,22 @@ class GaussianMLPPolicy(nn.Module):
         """u ↦ F u for per-task parameters (leading dim T): the Hessian of the weighted KL
         Σ_s w_s KL(π_params(·|s) ‖ π_θ(·|s)) at θ = params, i.e. the Fisher information.
 
-        For this Gaussian it is exact in Gauss–Newton form: F u = Σ_s w_s J_μ(s)ᵀ Σ⁻¹ J_μ(s) u
-        for the mean's parameters and 2 (Σ_s w_s) u for the log-std (cross terms vanish at
-        θ = params). J_μ u is propagated forward through the layers by hand from activations
-        cached once; J_μᵀ(·) is one backward pass through the cached graph. That is about
-        four matrix products per layer, against six or more for a double-backward HVP.
+        Exact in Gauss–Newton form: F u = Σ_s w_s J_μ(s)ᵀ Σ⁻¹ J_μ(s) u for the mean's parameters
+        and 2 (Σ_s w_s) u for the log-std (cross terms vanish at θ = params); one forward
+        tangent pass and one backward pass by hand from activations cached once
+        (`adaptrl.nets.curvature`).
 
         obs: ``[T, ..., obs_dim]``; weights: ``[T, ...]`` (e.g. mask / valid steps of the task).
         Returns a callable mapping a dict of tangents (shapes of ``params``) to a dict.
         """
         if not self._per_task(params):
             raise ValueError("fisher_product takes per-task parameters (see expand_params)")
-        T, n = params["log_std"].shape[0], len(self.layers)
-        x = obs.reshape(T, -1, self.obs_dim)
-        w = weights.reshape(T, -1, 1).to(x.dtype)
-        names = [f"layers.{i}.{kind}" for i in range(n) for kind in ("weight", "bias")]
-        leaves = {k: params[k].detach().requires_grad_() for k in names}
-        inputs, slopes = [], []  # layer inputs and activation derivatives, for the tangent pass
-        with torch.enable_grad():
-            for i in range(n):
-                inputs.append(x)
-                z = torch.baddbmm(leaves[f"layers.{i}.bias"].unsqueeze(1), x,
-                                  leaves[f"layers.{i}.weight"].transpose(1, 2))
-                if i < n - 1:
-                    x = ACTIVATIONS[self.activation](z)
-                    slopes.append(_activation_slope(self.activation, z.detach(), x.detach()))
-                else:
-                    mean = z
-        precision = torch.exp(-2 * params["log_std"].detach()).unsqueeze(1)  # [T, 1, act]
-        total_weight = w.sum(1)  # [T, 1]
-
-        def product(tangent: Params) -> Params:
-            dx = None
-            for i in range(n):
-                dw, db = tangent[f"layers.{i}.weight"], tangent[f"layers.{i}.bias"]
-                dz = torch.baddbmm(db.unsqueeze(1), inputs[i], dw.transpose(1, 2))
-                if dx is not None:
-                    dz = dz + torch.bmm(dx, leaves[f"layers.{i}.weight"].detach().transpose(1, 2))
-                dx = dz * slopes[i] if i < n - 1 else dz
-            grads = torch.autograd.grad(mean, [leaves[k] for k in names],
-                                        grad_outputs=dx * precision * w, retain_graph=True)
-            out = dict(zip(names, grads))
-            out["log_std"] = 2 * total_weight * tangent["log_std"]
-            return {k: out[k] for k in params}
-
-        return product
+        return kl_curvature(MLPTrace(self, obs, params), weights)
 
     def log_prob(self, obs, actions, params: Params | None = None) -> torch.Tensor:
         """log π(a|s) summed over action dims, ``[...]``."""
         mean, log_std = self(obs, params)
-        z = (actions - mean) * torch.exp(-log_std)
-        return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return gaussian_log_prob(mean, log_std, actions)
 
     def entropy(self, params: Params | None = None) -> torch.Tensor:
         params = self.params() if params is None else params
@@ -179,10 +148,7 @@ class GaussianMLPPolicy(nn.Module):
 
     def kl(self, obs, params_old: Params, params_new: Params) -> torch.Tensor:
         """KL(π_old(·|s) ‖ π_new(·|s)) per state, ``[...]``."""
-        mean0, log_std0 = self(obs, params_old)
-        mean1, log_std1 = self(obs, params_new)
-        var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
-        return (log_std1 - log_std0 + (var0 + (mean0 - mean1) ** 2) / (2 * var1) - 0.5).sum(-1)
+        return gaussian_kl(*self(obs, params_old), *self(obs, params_new))
 
     @torch.no_grad()
     def sample(self, obs, params: Params | None = None, generator: torch.Generator | None = None,

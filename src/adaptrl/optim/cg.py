@@ -136,13 +136,17 @@ def conjugate_gradient(matvec: MatVec, b: Tensor, iters: int = 10,
     Returns:
         ``(x [P], info)`` with info keys ``iterations`` (completed updates of x),
         ``residual_norm`` (‖r‖ = ‖b − A x‖ by the recurrence), ``curvature_ok`` (False when a
-        non-positive or non-finite pᵀAp stopped it), ``converged`` and ``stop_reason``.
+        non-positive or non-finite pᵀAp stopped it), ``converged``, ``stop_reason`` and
+        ``xAx``: xᵀAx as a 0-d tensor. Because x = Σ αₖpₖ, A x = Σ αₖ(Apₖ) is accumulated
+        from products already computed, so xᵀAx costs no further matvec (TRPO needs it for the
+        step length); this holds by linearity alone, whether or not conjugacy was kept.
     """
     if iters < 0:
         raise ValueError(f"conjugate gradient needs iters ≥ 0, got {iters}")
     x = torch.zeros_like(b)
+    Ax = torch.zeros_like(b)
     info = {"iterations": 0, "curvature_ok": True, "converged": False,
-            "stop_reason": STOP_MAX_ITERS}
+            "stop_reason": STOP_MAX_ITERS, "xAx": torch.zeros((), dtype=b.dtype)}
     if not torch.isfinite(b).all():
         info.update(residual_norm=math.inf, stop_reason=STOP_NON_FINITE_RHS)
         return x, info
@@ -160,6 +164,7 @@ def conjugate_gradient(matvec: MatVec, b: Tensor, iters: int = 10,
             break
         alpha = rr / pAp
         x = x + alpha * p
+        Ax = Ax + alpha * Ap
         r = r - alpha * Ap
         rr_new = torch.dot(r, r)
         info["iterations"] += 1
@@ -168,6 +173,7 @@ def conjugate_gradient(matvec: MatVec, b: Tensor, iters: int = 10,
     if info["curvature_ok"] and rr < residual_tol:
         info.update(converged=True, stop_reason=STOP_CONVERGED)
     info["residual_norm"] = float(rr.sqrt())
+    info["xAx"] = torch.dot(x, Ax)
     return x, info
 
 

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from .cg import MatVec, conjugate_gradient, flat_grad, make_hvp, unflatten_like
+from .cg import (STOP_NON_FINITE_CURVATURE, MatVec, conjugate_gradient, flat_grad, make_hvp,
+                 unflatten_like)
 
 Tensor = torch.Tensor
 
@@ -74,8 +75,13 @@ def trpo_search_direction(grad: Tensor, fvp: MatVec, max_kl: float = 0.01, cg_it
     s, cg_info = conjugate_gradient(damped_fvp, -grad, cg_iters, cg_residual_tol)
     info.update(cg_iterations=cg_info["iterations"], cg_residual=cg_info["residual_norm"],
                 cg_curvature_ok=cg_info["curvature_ok"])
-    shs = torch.dot(s, damped_fvp(s))
+    # sᵀ(F + λI)s from the products CG already made (one Fisher product fewer than computing
+    # it afresh; equal up to rounding, see `conjugate_gradient`)
+    shs = cg_info["xAx"]
     info["shs"] = float(shs)
+    if cg_info["iterations"] == 0 and cg_info["stop_reason"] == STOP_NON_FINITE_CURVATURE:
+        info["refused"] = REFUSED_NON_FINITE_CURVATURE  # s = 0, but the cause is a bad product
+        return None, info
     if not torch.isfinite(shs):
         info["refused"] = REFUSED_NON_FINITE_CURVATURE
         return None, info
@@ -138,7 +144,8 @@ def backtracking_line_search(params: Sequence[Tensor], full_step: Tensor,
 def trpo_step(params: Sequence[Tensor] | Mapping[str, Tensor], loss_fn: Callable[[], Tensor],
               kl_fn: Callable[[], Tensor], max_kl: float = 0.01, cg_iters: int = 10,
               cg_damping: float = 1e-5, backtrack_ratio: float = 0.8, max_backtracks: int = 15,
-              fvp: MatVec | None = None, cg_residual_tol: float = 1e-10) -> dict:
+              fvp: MatVec | None = None, cg_residual_tol: float = 1e-10,
+              gradient: tuple[float, Tensor] | None = None) -> dict:
     """One TRPO update of ``params`` in place (Schulman et al. 2015, Appendix C).
 
     Args:
@@ -158,6 +165,8 @@ def trpo_step(params: Sequence[Tensor] | Mapping[str, Tensor], loss_fn: Callable
         fvp: optional ``v [P] -> F v [P]`` over the flattened ``params``; by default F v is a
             Hessian-vector product of ``kl_fn`` (one double-backward per CG iteration).
         cg_residual_tol: CG stops once ‖r‖² falls below it.
+        gradient: optional ``(L(θ_old), ∇L(θ_old) [P])`` computed by the caller; then
+            ``loss_fn`` is only called by the line search, and its result is read as a value.
 
     Returns:
         A dict of metrics (floats, ints, bools, and ``refused``: None or a reason string):
@@ -174,13 +183,20 @@ def trpo_step(params: Sequence[Tensor] | Mapping[str, Tensor], loss_fn: Callable
             "expected_improvement": 0.0, "refused": None, "accepted": False}
 
     # ── the gradient of the surrogate ──
-    loss = loss_fn()
-    loss_before = float(loss.detach())
+    if gradient is None:
+        loss = loss_fn()
+        loss_before = float(loss.detach())
+    else:
+        loss_before, grad = float(gradient[0]), gradient[1].detach()
+        if grad.shape != (sum(p.numel() for p in params),):
+            raise ValueError(f"gradient has shape {tuple(grad.shape)}, the parameters have "
+                             f"{sum(p.numel() for p in params)} entries")
     info.update(loss_before=loss_before, loss_after=loss_before)
     if not math.isfinite(loss_before):
         info["refused"] = REFUSED_NON_FINITE_LOSS
         return info
-    grad = flat_grad(loss, params).detach()
+    if gradient is None:
+        grad = flat_grad(loss, params).detach()
 
     # ── the natural-gradient direction, scaled to the trust region ──
     if fvp is None:
