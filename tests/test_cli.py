@@ -60,6 +60,8 @@ def test_bench_meta_step_json_splits_sampling_and_update(capsys):
         m = result["methods"][name]
         assert m["sample_s"] > 0 and m["update_s"] > 0
         assert m["total_s"] == pytest.approx(m["sample_s"] + m["update_s"])
+        assert m["raw_sim_s"] > 0
+        assert m["total_over_raw_sim"] == pytest.approx(m["total_s"] / m["raw_sim_s"])
     assert result["maml_over_fomaml_update"] == pytest.approx(
         result["methods"]["maml"]["update_s"] / result["methods"]["fomaml"]["update_s"])
 

@@ -66,7 +66,8 @@ class MAML(PolicyGradientMethod):
             sample_s += time.perf_counter() - t0
             advantages = self.advantages(episodes)
             inner.append((params, episodes, advantages))
-            hessians.append(self.inner_loss_curvature(params, episodes, advantages))
+            hessians.append(self.inner_loss_curvature(params, episodes, advantages,
+                                                      products=not cfg.first_order))
             params = self.gradient_step(params, hessians[-1])
 
         # ── post-adaptation episodes ─────────────────────────────────────────────────────────
@@ -127,7 +128,7 @@ class MAML(PolicyGradientMethod):
         cfg = self.config
         old_params = {k: v.detach() for k, v in old_params.items()}
         names, T = list(old_params), post.num_tasks
-        if hessians is None:
+        if hessians is None and not cfg.first_order:
             hessians = [self.inner_loss_curvature(*step) for step in inner]
         post_obs = self.policy_obs(post)
         post_trace = MLPTrace(self.policy, post_obs, old_params)

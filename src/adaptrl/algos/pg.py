@@ -6,8 +6,11 @@ feature baseline,
     θ'_i = θ_i − α ∇_θ L_i(θ_i),   L_i(θ) = −(1/M_i) Σ_{n,t} m_{nt} log π_θ(a_{nt}|s_{nt}) Â_{nt}
 
 computed for all T tasks in one backward pass (the loss is a sum over tasks, each task's term
-depends only on its own slice of the per-task parameters). ``create_graph=True`` keeps the graph
-for MAML's second-order meta-gradient; without it the step is first order.
+depends only on its own slice of the per-task parameters). Two implementations, tested equal:
+``inner_update`` by autograd (``create_graph=True`` keeps the graph for a second-order
+reference) and ``inner_loss_curvature`` + ``gradient_step`` by hand on a cached forward pass
+(`adaptrl.nets.curvature`), which MAML's training uses because the same pass then serves the
+inner loss's Hessian products.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import torch
 
 from ..algos import get_algorithm
 from ..config import make_config
+from ..envs import make_batch_env
 from ..tasks import get_family
 
 
@@ -17,7 +18,9 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
     """Time ``iterations`` meta-iterations of each method in this process (after building its
     environments, which are reused across iterations), using the methods' own
     ``time/sample_s`` / ``time/update_s`` split. Returns per method ``sample_s``, ``update_s``,
-    ``total_s`` (means over iterations) and, when both ran, ``maml_over_fomaml_update``."""
+    ``total_s`` (means over iterations), ``raw_sim_s`` (`raw_simulation_seconds` for the
+    method's batch, measured here) and ``total_over_raw_sim``; when both ran,
+    ``maml_over_fomaml_update``."""
     fam = get_family(family)
     results: dict = {"family": fam.name, "preset": preset, "iterations": iterations,
                      "torch_threads": torch.get_num_threads(), "methods": {}}
@@ -27,6 +30,11 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
         torch.manual_seed(seed)
         algo = cls(fam, config)
         algo.sampler(config.meta_batch)  # build the environments outside the timed region
+        # the bare simulator on the same batch, for the control steps of MAML's sampling,
+        # measured next to the method (the machine's speed drifts)
+        raw_sim_s = raw_simulation_seconds(fam, config.meta_batch, config.fast_batch,
+                                           config.horizon, getattr(config, "inner_steps", 0) + 1,
+                                           seed=seed)
         rng = np.random.default_rng(seed)
         rows = []
         for _ in range(iterations):
@@ -38,6 +46,8 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
         total_s = float(np.mean([r[1] for r in rows]))
         results["methods"][name] = {"sample_s": sample_s, "update_s": total_s - sample_s,
                                     "total_s": total_s,
+                                    "raw_sim_s": raw_sim_s,
+                                    "total_over_raw_sim": total_s / raw_sim_s,
                                     "return": float(metrics.get("return", float("nan")))}
     methods = results["methods"]
     if "maml" in methods and "fomaml" in methods and methods["fomaml"]["update_s"] > 0:
@@ -46,12 +56,37 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
     return results
 
 
+def raw_simulation_seconds(family, tasks: int, episodes: int, horizon: int, phases: int,
+                           seed: int = 0) -> float:
+    """Seconds the bare batched simulator takes for ``phases`` × ``horizon`` control steps of
+    ``tasks × episodes`` environments (no policy, no reward, no bookkeeping; actions like an
+    untrained policy's, N(0, 1) clipped to the bounds), measured in this process.
+
+    Machines differ by up to 2× in MuJoCo speed, and one machine from run to run; a
+    meta-iteration's time divided by this is comparable across machines (MAML's iteration
+    samples ``inner_steps + 1`` phases).
+    """
+    env = make_batch_env(get_family(family), tasks, episodes)
+    rng = np.random.default_rng(seed)
+    env.set_tasks(env.family.sample(tasks, rng))
+    actions = np.clip(rng.standard_normal((horizon, env.batch_size, env.act_dim)),
+                      env.action_low, env.action_high).astype(np.float32)
+    start = time.perf_counter()
+    for _ in range(phases):
+        env._reset_state(rng)
+        for t in range(horizon):
+            env._simulate(None, actions[t])
+    return time.perf_counter() - start
+
+
 def format_meta_step(r: dict) -> str:
     lines = [f"meta-step  {r['family']}, preset {r['preset']}, mean of {r['iterations']} "
              f"iteration(s), torch threads {r['torch_threads']}",
-             f"  {'method':10s} {'sample_s':>9s} {'update_s':>9s} {'total_s':>9s}"]
+             f"  {'method':10s} {'sample_s':>9s} {'update_s':>9s} {'total_s':>9s} "
+             f"{'raw_sim_s':>9s} {'total/raw':>9s}"]
     for name, m in r["methods"].items():
-        lines.append(f"  {name:10s} {m['sample_s']:9.2f} {m['update_s']:9.2f} {m['total_s']:9.2f}")
+        lines.append(f"  {name:10s} {m['sample_s']:9.2f} {m['update_s']:9.2f} {m['total_s']:9.2f} "
+                     f"{m['raw_sim_s']:9.2f} {m['total_over_raw_sim']:9.2f}")
     if "maml_over_fomaml_update" in r:
         lines.append(f"  MAML / FOMAML meta-update time: {r['maml_over_fomaml_update']:.2f}x")
     return "\n".join(lines)
