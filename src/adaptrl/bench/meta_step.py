@@ -19,7 +19,8 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
     environments, which are reused across iterations), using the methods' own
     ``time/sample_s`` / ``time/update_s`` split. Returns per method ``sample_s``, ``update_s``,
     ``total_s`` (means over iterations), ``raw_sim_s`` (`raw_simulation_seconds` for the
-    method's batch, measured here) and ``total_over_raw_sim``; when both ran,
+    method's batch, measured here) and ``total_over_raw_sim`` (None where the simulator's
+    share is under 1%); when both ran,
     ``maml_over_fomaml_update``."""
     fam = get_family(family)
     results: dict = {"family": fam.name, "preset": preset, "iterations": iterations,
@@ -47,7 +48,11 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
         results["methods"][name] = {"sample_s": sample_s, "update_s": total_s - sample_s,
                                     "total_s": total_s,
                                     "raw_sim_s": raw_sim_s,
-                                    "total_over_raw_sim": total_s / raw_sim_s,
+                                    # None where the simulator costs next to nothing (point
+                                    # masses): the ratio would only measure Python overhead
+                                    "total_over_raw_sim": (total_s / raw_sim_s
+                                                           if raw_sim_s >= 0.01 * total_s
+                                                           else None),
                                     "return": float(metrics.get("return", float("nan")))}
     methods = results["methods"]
     if "maml" in methods and "fomaml" in methods and methods["fomaml"]["update_s"] > 0:
@@ -85,8 +90,9 @@ def format_meta_step(r: dict) -> str:
              f"  {'method':10s} {'sample_s':>9s} {'update_s':>9s} {'total_s':>9s} "
              f"{'raw_sim_s':>9s} {'total/raw':>9s}"]
     for name, m in r["methods"].items():
+        ratio = m["total_over_raw_sim"]
         lines.append(f"  {name:10s} {m['sample_s']:9.2f} {m['update_s']:9.2f} {m['total_s']:9.2f} "
-                     f"{m['raw_sim_s']:9.2f} {m['total_over_raw_sim']:9.2f}")
+                     f"{m['raw_sim_s']:9.2f} {'-' if ratio is None else f'{ratio:.2f}':>9s}")
     if "maml_over_fomaml_update" in r:
         lines.append(f"  MAML / FOMAML meta-update time: {r['maml_over_fomaml_update']:.2f}x")
     return "\n".join(lines)
