@@ -30,7 +30,7 @@ from ..optim import flatten, trpo_step
 from ..sampling import Episodes
 from .base import option, register_algorithm
 from .pg import (PGConfig, PolicyGradientMethod, episode_metrics, masked_task_mean,
-                 per_task_vectors, subsample_episodes, task_fisher, trpo_metrics)
+                 per_task_vectors, step_weights, subsample_episodes, task_fisher, trpo_metrics)
 
 
 @dataclass
@@ -127,7 +127,7 @@ class MAML(PolicyGradientMethod):
         """
         cfg = self.config
         old_params = {k: v.detach() for k, v in old_params.items()}
-        names, T = list(old_params), post.num_tasks
+        T = post.num_tasks
         if hessians is None and not cfg.first_order:
             hessians = [self.inner_loss_curvature(*step) for step in inner]
         post_obs = self.policy_obs(post)
@@ -144,9 +144,8 @@ class MAML(PolicyGradientMethod):
                 [(p, *_subsample(ep, adv, cfg.cg_subsample)) for p, ep, adv in inner],
                 old_params, subsample_episodes(post, cfg.cg_subsample))
         else:
-            weights = post.mask / post.mask.sum((1, 2), keepdim=True).clamp_min(1.0)
             fvp = self.kl_hessian_product(inner, old_params, post, hessians,
-                                          kl_curvature(post_trace, weights))
+                                          kl_curvature(post_trace, step_weights(post.mask)))
 
         # the line search reads values only: the loss and the KL of one candidate θ share its
         # adapted parameters and one forward pass (keyed by the tensors' in-place versions)
@@ -182,9 +181,8 @@ class MAML(PolicyGradientMethod):
         ``hessians``: the inner losses' `LossCurvature`; ``post_trace``: the adapted policies'
         forward pass on the post-adaptation observations.
         """
-        cfg, mask, T = self.config, post.mask, post.num_tasks
-        names = post_trace.keys
-        weights = post_adv * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / T
+        cfg, names = self.config, post_trace.keys
+        weights = post_adv * step_weights(post.mask) / post.num_tasks
         outer = neg_log_prob_curvature(post_trace, post.actions, weights)
         grad = [outer.gradient()[k] for k in names]
         if not cfg.first_order:

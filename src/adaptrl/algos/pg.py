@@ -85,10 +85,15 @@ def per_task_vectors(v: torch.Tensor, like: Params) -> list[torch.Tensor]:
     return [p.reshape(s).unsqueeze(0).expand(T, *s) for p, s in zip(parts, shapes)]
 
 
+def step_weights(mask: torch.Tensor) -> torch.Tensor:
+    """``mask [T, N, H]`` divided by each task's number of valid steps: the weights of a
+    per-task mean over valid steps."""
+    return mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)
+
+
 def task_fisher(policy, episodes: Episodes, obs: torch.Tensor, params: Params):
     """The Fisher product of each task's policy over its valid steps (mean KL per task)."""
-    mask = episodes.mask
-    return policy.fisher_product(obs, params, mask / mask.sum((1, 2), keepdim=True).clamp_min(1))
+    return policy.fisher_product(obs, params, step_weights(episodes.mask))
 
 
 def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -191,8 +196,7 @@ class PolicyGradientMethod(MetaAlgorithm):
                              products: bool = True):
         """The inner loss's gradient and (unless ``products=False``) Hessian products per task,
         by hand (`adaptrl.nets.curvature.neg_log_prob_curvature`)."""
-        mask = episodes.mask
-        weights = advantages * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)
+        weights = advantages * step_weights(episodes.mask)
         trace = MLPTrace(self.policy, self.policy_obs(episodes), params)
         return neg_log_prob_curvature(trace, episodes.actions, weights, products)
 
