@@ -33,9 +33,11 @@ def _autograd_hvps(scalar, at, gen, count=3):
     return grads, out
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "elu"])
-def test_reinforce_loss_gradient_and_hessian_products_match_autograd(activation):
-    policy, params, obs, actions, weights, gen = _setup(activation)
+@pytest.mark.parametrize("activation, hidden", [("relu", (7, 5)), ("tanh", (7, 5)),
+                                                ("elu", (7, 5)), ("tanh", (4, 6, 3)),
+                                                ("tanh", ())])
+def test_reinforce_loss_gradient_and_hessian_products_match_autograd(activation, hidden):
+    policy, params, obs, actions, weights, gen = _setup(activation, hidden)
     at = {k: v.clone().requires_grad_() for k, v in params.items()}
     loss = -(policy.log_prob(obs, actions, at) * weights).sum()
     grads, products = _autograd_hvps(loss, at, gen)
