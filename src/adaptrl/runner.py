@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import io
 import math
 import numbers
-import ctypes
 import os
 import re
 import sys
