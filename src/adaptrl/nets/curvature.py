@@ -80,7 +80,6 @@ class MLPTrace:
             raise ValueError("MLPTrace takes per-task parameters (see expand_params)")
         self.activation = policy.activation
         self.n = len(policy.layers)
-        self.names = [f"layers.{i}.{kind}" for i in range(self.n) for kind in ("weight", "bias")]
         self.keys = list(params)
         T = params["log_std"].shape[0]
         self._work: dict = {}
