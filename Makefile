@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo lint test test-slow bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m adaptrl.demo --out runs/demo
 
-test: install
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -6,18 +6,22 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_runner import assert_resume_is_exact
 
 from adaptrl.algos import get_algorithm
 from adaptrl.config import make_config
 from adaptrl.errors import AdaptrlError
-from adaptrl.nets.context import (AdapterNet, ContextEncoder, context_size,
-                                  kl_to_unit_gaussian, product_of_gaussians,
-                                  transition_features)
+from adaptrl.nets.context import (
+    AdapterNet,
+    ContextEncoder,
+    context_size,
+    kl_to_unit_gaussian,
+    product_of_gaussians,
+    transition_features,
+)
 from adaptrl.nets.sac_nets import LinearHeadActor, tanh_gaussian_sample
 from adaptrl.runner import train
 from adaptrl.tasks import get_family
-
-from test_runner import assert_resume_is_exact
 
 
 # ── product of Gaussians, encoder, adapter ────────────────────────────────────────────────────

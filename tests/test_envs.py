@@ -210,7 +210,7 @@ def test_terminated_episodes_are_masked():
     rng = np.random.default_rng(0)
     action = _random_actions(env, rng)
     first = env.step(action)
-    ref_first = ref.step(action)
+    ref.step(action)
     np.testing.assert_array_equal(first.terminated, fallen_mask)
     np.testing.assert_array_equal(env.active, ~fallen_mask)
     assert np.all(first.reward[fallen_mask] != 0.0)  # the terminating step is still rewarded

@@ -26,7 +26,7 @@ def _view(name, **kwargs) -> TaskEnv:
 def test_every_family_is_registered():
     ids = register_all()  # idempotent
     assert ids == [family.gym_id for family in REGISTRY.values()]
-    for name, family in REGISTRY.items():
+    for family in REGISTRY.values():
         assert family.gym_id.startswith("adaptrl/") and family.gym_id.endswith("-v0")
         assert family.gym_id in gym.registry
     assert REGISTRY["cheetah-vel"].gym_id == "adaptrl/CheetahVel-v0"

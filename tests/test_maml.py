@@ -203,8 +203,8 @@ def test_maml_rejects_zero_inner_steps():
 
 @pytest.mark.parametrize("name", ["pretrain", "oracle"])
 def test_pretrain_fisher_product_equals_kl_hessian_vector_product(name):
-    from adaptrl.optim import make_hvp
     from adaptrl.algos.pg import masked_task_mean
+    from adaptrl.optim import make_hvp
 
     algo, _ = _train(name, iterations=0)
     T = 3

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from adaptrl.errors import AdaptrlError

@@ -31,7 +31,8 @@ def test_per_task_forward_equals_torch_func_vmap(activation):
 
     ref_mean, ref_log_std = vmap(one_task)(params, obs)
     torch.testing.assert_close(mean, ref_mean)
-    torch.testing.assert_close(log_std.expand_as(mean), ref_log_std[:, None, None, :].expand_as(mean))
+    torch.testing.assert_close(log_std.expand_as(mean),
+                               ref_log_std[:, None, None, :].expand_as(mean))
 
 
 def test_shared_params_equal_expanded_params():

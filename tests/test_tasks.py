@@ -28,7 +28,13 @@ from adaptrl.tasks import (
     highdim_normalizer,
 )
 from adaptrl.tasks.base import MAX_GRID_POINTS
-from adaptrl.tasks.families import ACT_DIM, DYNAMICS_SIZES, HIGHDIM_NORMALIZER_FILE, OBS_DIM, register
+from adaptrl.tasks.families import (
+    ACT_DIM,
+    DYNAMICS_SIZES,
+    HIGHDIM_NORMALIZER_FILE,
+    OBS_DIM,
+    register,
+)
 
 ALL = sorted(REGISTRY)
 PSI_FREE = {"hopper-params", "walker-params"}  # ψ changes the physics, not the reward
@@ -541,7 +547,8 @@ def test_walker_params_health_rule(z, angle, ended):
     assert _ended(fam, _healthy_obs(fam, i0=z, i1=angle)) is ended
 
 
-ANT_RULES = [("ant-dir", 0), ("ant-vel", 0), ("ant-dir-2d", 0), ("ant-dir-2d-hard", 0), ("ant-goal", 2)]
+ANT_RULES = [("ant-dir", 0), ("ant-vel", 0), ("ant-dir-2d", 0), ("ant-dir-2d-hard", 0),
+             ("ant-goal", 2)]
 
 
 @pytest.mark.parametrize("name, z_index", ANT_RULES)

@@ -280,7 +280,8 @@ def cmd_bench(args) -> int:
         if not hidden or min(hidden) < 1:
             raise ValueError
     except ValueError:
-        raise AdaptrlError(f"--hidden takes positive sizes like 64,64; got '{args.hidden}'")
+        raise AdaptrlError(f"--hidden takes positive sizes like 64,64; got '{args.hidden}'") \
+            from None
     configure_threads()
     result = bench_sampler(args.family, tasks=args.tasks, episodes=args.episodes,
                            horizon=args.horizon, hidden=hidden, repeats=args.repeats,
@@ -303,8 +304,16 @@ def cmd_eval(args) -> int:
 
     import numpy as np
 
-    from .eval import (eval_dir, evaluate, format_table, load_task_file, split_name_for_file,
-                       tasks_for_split, write_eval_json, write_reports)
+    from .eval import (
+        eval_dir,
+        evaluate,
+        format_table,
+        load_task_file,
+        split_name_for_file,
+        tasks_for_split,
+        write_eval_json,
+        write_reports,
+    )
     from .runner import load_run
 
     run_dir = Path(args.run_dir)

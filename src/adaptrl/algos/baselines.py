@@ -16,8 +16,16 @@ import torch
 
 from ..optim import flatten, trpo_step
 from .base import Adapted, register_algorithm
-from .pg import (PGConfig, PolicyGradientMethod, episode_metrics, masked_task_mean,
-                 per_task_vectors, subsample_episodes, task_fisher, trpo_metrics)
+from .pg import (
+    PGConfig,
+    PolicyGradientMethod,
+    episode_metrics,
+    masked_task_mean,
+    per_task_vectors,
+    subsample_episodes,
+    task_fisher,
+    trpo_metrics,
+)
 
 
 @register_algorithm

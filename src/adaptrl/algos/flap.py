@@ -52,8 +52,9 @@ class FLAPConfig(OffPolicyConfig):
                                       "acting with its own head")
     adapter_hidden: list = option([256, 256], "hidden widths of the adapter's per-transition "
                                   "network")
-    adapter_decoder: list[int] = option([], "hidden widths of the adapter's decoder after averaging "
-                                   "(empty: the mean of per-transition predictions, FLAP's rule)")
+    adapter_decoder: list[int] = option([], "hidden widths of the adapter's decoder after "
+                                        "averaging (empty: the mean of per-transition "
+                                        "predictions, FLAP's rule)")
     adapter_lr: float = option(3e-4, "Adam learning rate of the adapter")
     adapter_batch: int = option(64, "transitions per task whose mean prediction is regressed "
                                     "onto the task's head in each adapter step")

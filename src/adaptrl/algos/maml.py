@@ -29,8 +29,17 @@ from ..nets.policy import gaussian_kl, gaussian_log_prob
 from ..optim import flatten, trpo_step
 from ..sampling import Episodes
 from .base import option, register_algorithm
-from .pg import (PGConfig, PolicyGradientMethod, episode_metrics, masked_task_mean,
-                 per_task_vectors, step_weights, subsample_episodes, task_fisher, trpo_metrics)
+from .pg import (
+    PGConfig,
+    PolicyGradientMethod,
+    episode_metrics,
+    masked_task_mean,
+    per_task_vectors,
+    step_weights,
+    subsample_episodes,
+    task_fisher,
+    trpo_metrics,
+)
 
 
 @dataclass

@@ -22,12 +22,6 @@ from .protocol import (
     tasks_for_split,
     write_eval_json,
 )
-from .trained_oracle import (
-    OracleCache,
-    OracleTrainingConfig,
-    build_oracle,
-    train_oracle,
-)
 from .report import (
     format_compare_table,
     format_table,
@@ -35,6 +29,12 @@ from .report import (
     plot_gap_heatmap,
     write_compare,
     write_reports,
+)
+from .trained_oracle import (
+    OracleCache,
+    OracleTrainingConfig,
+    build_oracle,
+    train_oracle,
 )
 
 __all__ = [

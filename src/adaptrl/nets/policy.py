@@ -103,7 +103,8 @@ class GaussianMLPPolicy(nn.Module):
         if not self._per_task(params):
             x = obs
             for i in range(n):
-                x = nn.functional.linear(x, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
+                x = nn.functional.linear(x, params[f"layers.{i}.weight"],
+                                         params[f"layers.{i}.bias"])
                 if i < n - 1:
                     x = act(x)
             return x, params["log_std"]

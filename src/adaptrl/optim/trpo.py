@@ -22,8 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from .cg import (STOP_NON_FINITE_CURVATURE, MatVec, conjugate_gradient, flat_grad, make_hvp,
-                 unflatten_like)
+from .cg import (
+    STOP_NON_FINITE_CURVATURE,
+    MatVec,
+    conjugate_gradient,
+    flat_grad,
+    make_hvp,
+    unflatten_like,
+)
 
 Tensor = torch.Tensor
 

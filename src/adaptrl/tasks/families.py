@@ -6,7 +6,8 @@ finite difference of positions used by MAML/PEARL/Gymnasium: that keeps r_ψ a f
 (s, a, s') alone, which model-based methods need; averaged over an episode the two agree closely.
 
 Where the papers disagree, the default and the named variant:
-* ``point-nav`` uses the distance −‖s'−g‖ (MAML's code); ``point-nav-sq`` uses −‖s'−g‖² (MAML's text).
+* ``point-nav`` uses the distance −‖s'−g‖ (MAML's code); ``point-nav-sq`` uses −‖s'−g‖²
+  (MAML's text).
 * ``cheetah-vel`` draws target velocities from U[0,2] (MAML); ``cheetah-vel-pearl`` from U[0,3]
   (PEARL); ``cheetah-vel-hard`` trains on U[0,1.5] and tests on U[2.5,3.0] (OOD literature).
 """
