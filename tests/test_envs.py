@@ -279,7 +279,7 @@ def test_dynamics_parameters_scale_the_model(family, xml):
     body = REGISTRY[family].dynamics
     sizes = DYNAMICS_SIZES[body]
     k = sum(sizes.values())
-    assert REGISTRY[family].param_dim == k
+    assert REGISTRY[family].task_dim == k
     base = load_model(xml)
     u = np.linspace(-3.0, 3.0, k)  # a different exponent for every entry
     T, N = 3, 2
@@ -382,7 +382,7 @@ def test_wrong_action_shape(family):
 @pytest.mark.parametrize("family", ["point-nav", "cheetah-vel"])
 def test_set_tasks_errors(family):
     env = make_batch_env(family, 2, 2)
-    k = REGISTRY[family].param_dim
+    k = REGISTRY[family].task_dim
     with pytest.raises(ValueError):
         env.set_tasks(np.zeros((3, k)))  # wrong number of tasks
     with pytest.raises(ValueError):

@@ -90,7 +90,7 @@ def _numbered_episodes(T, N, H, lengths, terminated_at_end=True, start=0.0):
                     terminated[ti, ni, lengths[ti][ni] - 1] = True
     return Episodes(obs=code[..., None], actions=torch.stack([code, -code], -1),
                     rewards=code * mask, next_obs=code[..., None] + 0.5, mask=mask,
-                    terminated=terminated, params=np.zeros((T, 1)))
+                    terminated=terminated, tasks=np.zeros((T, 1)))
 
 
 def test_replay_stores_only_valid_steps_per_task():

@@ -15,7 +15,7 @@ def _episodes_from(rewards, mask, obs=None):
     obs = torch.zeros(T, N, H, 1) if obs is None else torch.as_tensor(obs, dtype=torch.float32)
     return Episodes(obs=obs, actions=torch.zeros(T, N, H, 1), rewards=rewards * mask,
                     next_obs=obs.clone(), mask=mask, terminated=torch.zeros(T, N, H, dtype=bool),
-                    params=np.zeros((T, 1)))
+                    tasks=np.zeros((T, 1)))
 
 
 def _sample(seed, family="cheetah-vel", T=2, N=3, H=20):
@@ -31,7 +31,7 @@ def test_sampler_shapes_and_layout():
     ep = _sample(0)
     assert ep.obs.shape == (2, 3, 20, 17) and ep.next_obs.shape == (2, 3, 20, 17)
     assert ep.actions.shape == (2, 3, 20, 6) and ep.rewards.shape == (2, 3, 20)
-    assert ep.mask.shape == (2, 3, 20) and ep.params.shape == (2, 1)
+    assert ep.mask.shape == (2, 3, 20) and ep.tasks.shape == (2, 1)
     # next_obs of step t is obs of step t+1
     assert torch.equal(ep.next_obs[:, :, :-1], ep.obs[:, :, 1:])
     assert ep.num_steps == 2 * 3 * 20
@@ -50,7 +50,7 @@ def test_rewards_recomputed_from_episode_match_env_rewards():
     from adaptrl.tasks import get_family
 
     family = get_family("cheetah-vel")
-    params = torch.as_tensor(ep.params, dtype=torch.float32)[:, None, None, :]
+    params = torch.as_tensor(ep.tasks, dtype=torch.float32)[:, None, None, :]
     actions = ep.actions.clamp(-1, 1)
     expected = family.reward(ep.obs, actions, ep.next_obs, params) * ep.mask
     torch.testing.assert_close(ep.rewards, expected, rtol=1e-5, atol=1e-5)

@@ -112,7 +112,7 @@ def _random_transition(fam, rng, n=None):
     s = rng.normal(size=shape + (fam.obs_dim,)) * 2
     a = rng.normal(size=shape + (fam.act_dim,))
     s2 = rng.normal(size=shape + (fam.obs_dim,)) * 2
-    p = rng.uniform(fam.low, fam.high, size=shape + (fam.param_dim,))
+    p = rng.uniform(fam.low, fam.high, size=shape + (fam.task_dim,))
     return s, a, s2, p
 
 
@@ -234,7 +234,7 @@ def test_reward_broadcasts_task_batch_over_episode_batch(name):
     s = rng.normal(size=(T, N, fam.obs_dim))
     a = rng.normal(size=(T, N, fam.act_dim))
     s2 = rng.normal(size=(T, N, fam.obs_dim))
-    p = rng.uniform(fam.low, fam.high, size=(T, 1, fam.param_dim))
+    p = rng.uniform(fam.low, fam.high, size=(T, 1, fam.task_dim))
     got = fam.reward(t(s), t(a), t(s2), t(p))
     assert got.shape == (T, N)
     for i, j in itertools.product(range(T), range(N)):
@@ -250,7 +250,7 @@ def test_reward_of_shared_transitions_under_many_tasks_has_task_axis(name):
     rng = np.random.default_rng(3)
     T, N = 3, 4
     s, a, s2, _ = _random_transition(fam, rng, n=N)
-    p = rng.uniform(fam.low, fam.high, size=(T, 1, fam.param_dim))
+    p = rng.uniform(fam.low, fam.high, size=(T, 1, fam.task_dim))
     got = fam.reward(t(s), t(a), t(s2), t(p))
     assert got.shape == (T, N)
 
@@ -282,7 +282,7 @@ def test_reward_gradient_in_psi_passes_gradcheck(name):
     # from its kink, and point-nav's distance from 0
     sign = rng.choice([-1.0, 1.0], size=(n, fam.obs_dim))
     s2 = t(sign * rng.uniform(4.0, 6.0, size=(n, fam.obs_dim)))
-    p = t(rng.uniform(fam.low, fam.high, size=(n, fam.param_dim))).requires_grad_(True)
+    p = t(rng.uniform(fam.low, fam.high, size=(n, fam.task_dim))).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda psi: fam.reward(s, a, s2, psi), (p,))
     grad, = torch.autograd.grad(fam.reward(s, a, s2, p).sum(), p)
     assert grad.abs().sum() > 0
@@ -312,11 +312,11 @@ def test_dynamics_family_reward_does_not_depend_on_psi(name):
     fam = REGISTRY[name]
     rng = np.random.default_rng(6)
     s, a, s2, _ = _random_transition(fam, rng, n=8)
-    rewards = [fam.reward(t(s), t(a), t(s2), t(rng.uniform(fam.low, fam.high, (8, fam.param_dim))))
+    rewards = [fam.reward(t(s), t(a), t(s2), t(rng.uniform(fam.low, fam.high, (8, fam.task_dim))))
                for _ in range(3)]
     for r in rewards[1:]:
         torch.testing.assert_close(r, rewards[0], rtol=0, atol=0)
-    p = t(rng.uniform(fam.low, fam.high, (8, fam.param_dim))).requires_grad_(True)
+    p = t(rng.uniform(fam.low, fam.high, (8, fam.task_dim))).requires_grad_(True)
     r = fam.reward(t(s), t(a), t(s2), p)
     if r.requires_grad:  # ψ may enter the graph (e.g. to broadcast), but with zero gradient
         grad, = torch.autograd.grad(r.sum(), p, allow_unused=True)
@@ -332,7 +332,7 @@ def test_sample_has_shape_n_by_k_and_lies_in_the_box(name):
     fam = REGISTRY[name]
     for n in (1, 7):
         x = fam.sample(n, np.random.default_rng(0))
-        assert x.shape == (n, fam.param_dim)
+        assert x.shape == (n, fam.task_dim)
         assert x.dtype == np.float64
         assert fam.contains(x).all()
         assert np.all((x >= fam.low) & (x <= fam.high))
@@ -343,7 +343,7 @@ def test_train_and_test_splits_lie_in_the_box(name):
     fam = REGISTRY[name]
     for split in ("train", "test"):
         x = fam.split(split, 200, np.random.default_rng(1))
-        assert x.shape == (200, fam.param_dim)
+        assert x.shape == (200, fam.task_dim)
         assert np.all((x >= fam.low) & (x <= fam.high)), split
 
 
@@ -365,13 +365,13 @@ def test_boundary_is_reproducible_from_the_seed(name):
     assert not np.array_equal(a, fam.boundary(30, np.random.default_rng(10)))
 
 
-GRIDDABLE = [n for n in ALL if n not in DISCRETE and REGISTRY[n].param_dim <= 3]
+GRIDDABLE = [n for n in ALL if n not in DISCRETE and REGISTRY[n].task_dim <= 3]
 
 
 @pytest.mark.parametrize("name", GRIDDABLE)
 def test_grid_covers_box_with_corners(name):
     fam = REGISTRY[name]
-    k = fam.param_dim
+    k = fam.task_dim
     for per_dim in (2, 3, 5):
         g = fam.grid(per_dim)
         assert g.shape == (per_dim**k, k)
@@ -416,7 +416,7 @@ def test_discrete_family_grid_is_the_two_directions(name):
 def test_boundary_points_lie_on_the_surface_of_the_box(name):
     fam = REGISTRY[name]
     x = fam.boundary(200, np.random.default_rng(0))
-    assert x.shape == (200, fam.param_dim)
+    assert x.shape == (200, fam.task_dim)
     assert np.all((x >= fam.low) & (x <= fam.high))
     on_face = (x == fam.low) | (x == fam.high)
     assert on_face.any(axis=1).all()
@@ -603,7 +603,7 @@ def test_admrl_and_cheetah_families_never_terminate(name):
     obs[0, 0, 0] = 0.0  # fallen (z = 0)
     obs[0, 1, 0] = -3.0
     obs[0, 2, :2] = 10.0  # tall and rotated
-    params = t(rng.uniform(fam.low, fam.high, size=(3, 1, fam.param_dim)))
+    params = t(rng.uniform(fam.low, fam.high, size=(3, 1, fam.task_dim)))
     out = fam.terminated(obs, params)
     assert out.dtype == torch.bool
     assert out.shape == (3, 5)
@@ -624,7 +624,7 @@ def test_terminated_is_batched_over_leading_dimensions(name):
     fam = REGISTRY[name]
     obs = torch.stack([_healthy_obs(fam)] * 6).reshape(2, 3, fam.obs_dim)
     params = t(np.broadcast_to(fam.grid(1)[0] if fam.discrete is None else fam.discrete[0],
-                               (2, 1, fam.param_dim)).copy())
+                               (2, 1, fam.task_dim)).copy())
     out = fam.terminated(obs, params)
     assert out.shape == (2, 3)
     assert out.dtype == torch.bool
@@ -671,26 +671,26 @@ def test_unknown_split_names_the_known_splits():
 def test_check_params_with_wrong_shape_mentions_parameter_count():
     fam = get_family("point-nav")
     with pytest.raises(ValueError, match=r"2 parameter\(s\) \(goal_x, goal_y\)"):
-        fam.check_params(np.zeros((4, 3)))
+        fam.check_tasks(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="2 parameter"):
-        fam.check_params(np.zeros((2, 2, 2)))
+        fam.check_tasks(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="1 parameter"):
-        get_family("cheetah-vel").check_params([[1.0, 2.0]])
+        get_family("cheetah-vel").check_tasks([[1.0, 2.0]])
     with pytest.raises(ValueError, match="37 parameter"):
-        get_family("hopper-params").check_params(np.zeros((1, 36)))
+        get_family("hopper-params").check_tasks(np.zeros((1, 36)))
 
 
 def test_check_params_accepts_a_single_task_and_out_of_box_values():
     fam = get_family("point-nav")
-    out = fam.check_params([0.1, 0.2])
+    out = fam.check_tasks([0.1, 0.2])
     assert out.shape == (1, 2) and out.dtype == np.float64
-    np.testing.assert_array_equal(fam.check_params([[5.0, -5.0]]), [[5.0, -5.0]])  # OOD allowed
+    np.testing.assert_array_equal(fam.check_tasks([[5.0, -5.0]]), [[5.0, -5.0]])  # OOD allowed
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_check_params_rejects_non_finite(bad):
     with pytest.raises(ValueError, match="finite"):
-        get_family("ant-2d").check_params([[0.0, bad]])
+        get_family("ant-2d").check_tasks([[0.0, bad]])
 
 
 def test_too_large_grid_raises_clear_error():
@@ -737,7 +737,7 @@ def test_registering_a_name_twice_is_rejected():
 
 def test_family_construction_validates_bounds_and_splits():
     box = BoxSplit((0.0,), (1.0,))
-    common = dict(name="x", body="point", param_names=("a",), horizon=10, obs_dim=2, act_dim=2,
+    common = dict(name="x", body="point", task_names=("a",), horizon=10, obs_dim=2, act_dim=2,
                   source="", reward_doc="", reward_fn=lambda *args: None)
     with pytest.raises(ValueError, match="one entry per parameter"):
         TaskFamily(low=[0.0, 0.0], high=[1.0, 1.0], splits={"train": box, "test": box}, **common)
@@ -789,11 +789,11 @@ def test_family_metadata_is_consistent(name):
     assert fam.name == name
     assert fam.obs_dim == OBS_DIM[fam.body]
     assert fam.act_dim == ACT_DIM[fam.body]
-    assert len(set(fam.param_names)) == fam.param_dim == len(fam.low) == len(fam.high)
+    assert len(set(fam.task_names)) == fam.task_dim == len(fam.low) == len(fam.high)
     assert np.all(fam.low <= fam.high)
     assert fam.horizon > 0
     if fam.dynamics is not None:
-        assert fam.param_dim == sum(DYNAMICS_SIZES[fam.dynamics].values())
+        assert fam.task_dim == sum(DYNAMICS_SIZES[fam.dynamics].values())
 
 
 # ─── 7. the shipped normalizer ───────────────────────────────────────────────────────────────

@@ -332,7 +332,7 @@ class ModelBasedMeta(MetaAlgorithm):
                         episodes.rewards.reshape(1, T * N, H),
                         episodes.next_obs.reshape(1, T * N, H, -1),
                         episodes.mask.reshape(1, T * N, H),
-                        episodes.terminated.reshape(1, T * N, H), episodes.params[:1])
+                        episodes.terminated.reshape(1, T * N, H), episodes.tasks[:1])
         data.add_episodes(flat)
 
     @staticmethod
@@ -461,7 +461,7 @@ class ModelBasedMeta(MetaAlgorithm):
             rewards = family.reward(virtual.obs, v_clipped, virtual.next_obs,
                                     psi_var[:, None, None, :]).float() * virtual.mask
             relabelled = Episodes(virtual.obs, virtual.actions, rewards, virtual.next_obs,
-                                  virtual.mask, virtual.terminated, virtual.params)
+                                  virtual.mask, virtual.terminated, virtual.tasks)
             adv = self.advantages(relabelled, normalize=False)  # differentiable in ψ
             logp = policy.log_prob(virtual.obs, virtual.actions, params)
             return (logp * adv * vdiscount * virtual.mask).sum(-1).mean(-1).sum()
@@ -513,11 +513,11 @@ class ModelBasedMeta(MetaAlgorithm):
 
         # ── the next task (lines 8–12) ──
         grad_info: dict = {}
-        grad = np.full(self.family.param_dim, np.nan)
+        grad = np.full(self.family.task_dim, np.nan)
         if self.task_search != "adversarial":
             self.psi = self.draw_task(rng)
         elif first:
-            self.psi = self.family.low + rng.random(self.family.param_dim) * (
+            self.psi = self.family.low + rng.random(self.family.task_dim) * (
                 self.family.high - self.family.low)
         else:
             star_real = collections[-1]
@@ -550,7 +550,7 @@ class ModelBasedMeta(MetaAlgorithm):
                    / max(stats.get("trpo_steps", 0.0), 1.0),
                    "samples/real": float(self.real_samples),
                    "samples/buffer": float(self.data.size[0])}
-        for i, name in enumerate(self.family.param_names):
+        for i, name in enumerate(self.family.task_names):
             metrics[f"task/{name}"] = float(psi[i])
             metrics[f"task/next_{name}"] = float(self.psi[i])
             metrics[f"task_grad/{name}"] = float(grad[i])
@@ -565,7 +565,7 @@ class ModelBasedMeta(MetaAlgorithm):
         """Budgets are REAL samples per task: 0 is zero-shot (model only); n > 0 is zero-shot,
         then n // (fast_batch·horizon) SLBO iterations on that task's own copy of the model."""
         cfg = self.config
-        tasks = self.family.check_params(tasks)
+        tasks = self.family.check_tasks(tasks)
         requested = [int(b) for b in budgets]
         if any(b < 0 for b in requested):
             raise ValueError(f"adaptation budgets must be ≥ 0 real samples, got {requested}")

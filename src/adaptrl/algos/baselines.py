@@ -111,7 +111,7 @@ class TaskConditionedOracle(MultiTaskPretrain):
     condition_on_task = True
 
     def adapt(self, tasks, budgets, rng):
-        tasks = self.family.check_params(tasks)
+        tasks = self.family.check_tasks(tasks)
         if any(int(b) < 0 for b in budgets):
             raise ValueError(f"adaptation budgets must be ≥ 0, got {list(budgets)}")
         actor = self.actor(None, tasks)

@@ -104,7 +104,7 @@ class MAML(PolicyGradientMethod):
         second_order = recording and not self.config.first_order
         if not inner:
             raise ValueError("MAML needs inner_steps ≥ 1 (use 'pretrain' for no inner loop)")
-        params = self.policy.expand_params(len(inner[0][1].params))
+        params = self.policy.expand_params(len(inner[0][1].tasks))
         if not recording:  # values only: plain tensors (views made under no_grad can't be
             params = {k: v.detach() for k, v in params.items()}  # differentiated)
         for _, episodes, advantages in inner:

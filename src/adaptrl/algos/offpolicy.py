@@ -167,7 +167,7 @@ class OffPolicyMethod(MetaAlgorithm):
         raise NotImplementedError
 
     def adapt(self, tasks, budgets, rng):
-        tasks = self.family.check_params(tasks)
+        tasks = self.family.check_tasks(tasks)
         requested, budgets = sorted_budgets(budgets)
         if not budgets:
             return []

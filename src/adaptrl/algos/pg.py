@@ -149,7 +149,7 @@ class PolicyGradientMethod(MetaAlgorithm):
 
     def __init__(self, family, config: PGConfig):
         super().__init__(family, config)
-        obs_dim = family.obs_dim + (family.param_dim if self.condition_on_task else 0)
+        obs_dim = family.obs_dim + (family.task_dim if self.condition_on_task else 0)
         self.policy = GaussianMLPPolicy(obs_dim, family.act_dim, tuple(config.hidden_sizes),
                                         config.activation, config.init_log_std)
 
@@ -172,7 +172,7 @@ class PolicyGradientMethod(MetaAlgorithm):
         obs = episodes.next_obs if next_obs else episodes.obs
         if not self.condition_on_task:
             return obs
-        psi = torch.as_tensor(episodes.params, dtype=torch.float32)[:, None, None, :]
+        psi = torch.as_tensor(episodes.tasks, dtype=torch.float32)[:, None, None, :]
         return torch.cat([obs, psi.expand(*obs.shape[:-1], psi.shape[-1])], dim=-1)
 
     # ── advantages and the adaptation step ──
@@ -218,7 +218,7 @@ class PolicyGradientMethod(MetaAlgorithm):
 
     # ── meta-test adaptation (shared by every gradient method and baseline) ──
     def adapt(self, tasks, budgets, rng):
-        tasks = self.family.check_params(tasks)
+        tasks = self.family.check_tasks(tasks)
         requested, budgets = sorted_budgets(budgets)
         if not budgets:
             return []

@@ -112,7 +112,7 @@ def bench_adapt(family: str, algos=("flap", "pearl", "maml"), tasks: int = 20,
     if tasks < 1 or episodes < 1 or repeats < 1:
         raise AdaptrlError("tasks, episodes and repeats must be positive")
     rng = np.random.default_rng(seed)
-    task_params = fam.split("test", tasks, rng)
+    task_set = fam.split("test", tasks, rng)
     sampler = Sampler(fam, tasks, episodes, horizon)
     low, high = sampler.env.action_low, sampler.env.action_high
 
@@ -120,7 +120,7 @@ def bench_adapt(family: str, algos=("flap", "pearl", "maml"), tasks: int = 20,
         u = torch.rand(*obs.shape[:-1], len(low), generator=generator)
         return torch.as_tensor(low) + u * torch.as_tensor(high - low)
 
-    data = sampler.sample(random_actor, task_params, rng)
+    data = sampler.sample(random_actor, task_set, rng)
     result = {"family": fam.name, "tasks": tasks, "episodes": episodes,
               "horizon": sampler.horizon, "samples_per_task": int(data.mask[0].sum()),
               "repeats": repeats, "torch_threads": torch.get_num_threads(), "preset": preset,

@@ -46,14 +46,14 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
     sampler = Sampler(fam, tasks, episodes, horizon=horizon, threads=threads)
     policy = GaussianMLPPolicy(fam.obs_dim, fam.act_dim, hidden)
     rng = np.random.default_rng(seed)
-    params = fam.sample(tasks, rng)
+    task_set = fam.sample(tasks, rng)
     actor = policy.actor()
     # warm-up: a short batch so that first-call costs (thread pools, allocations) are not timed
     Sampler(fam, 2, 2, horizon=2, threads=threads).sample(actor, fam.sample(2, rng), rng)
     steps, seconds = 0, 0.0
     for _ in range(repeats):
         start = time.perf_counter()
-        episodes_ = sampler.sample(actor, params, rng)
+        episodes_ = sampler.sample(actor, task_set, rng)
         seconds += time.perf_counter() - start
         steps += episodes_.num_steps
     rate = steps / seconds

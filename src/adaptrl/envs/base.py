@@ -48,8 +48,8 @@ class BatchEnv:
         self.obs_dim = self.family.obs_dim
         self.act_dim = self.family.act_dim
         self.horizon = self.family.horizon
-        self.params: np.ndarray | None = None
-        self._params_t: torch.Tensor | None = None
+        self.tasks: np.ndarray | None = None  # ψ of each task, [T, k]
+        self._tasks_t: torch.Tensor | None = None
         self._obs = np.zeros((self.num_tasks, self.num_episodes, self.obs_dim), np.float32)
         self.active = np.zeros((self.num_tasks, self.num_episodes), dtype=bool)
 
@@ -57,24 +57,24 @@ class BatchEnv:
     action_low: np.ndarray
     action_high: np.ndarray
 
-    def set_tasks(self, params) -> None:
-        """Give each of the T tasks its parameters ψ, ``[T, k]``."""
-        params = self.family.check_params(params)
-        if params.shape[0] != self.num_tasks:
+    def set_tasks(self, tasks) -> None:
+        """Give each of the T environments' tasks its ψ, ``tasks [T, k]``."""
+        tasks = self.family.check_tasks(tasks)
+        if tasks.shape[0] != self.num_tasks:
             raise ValueError(
-                f"this env runs {self.num_tasks} task(s); got parameters for {params.shape[0]}"
+                f"this env runs {self.num_tasks} task(s); got parameters for {tasks.shape[0]}"
             )
-        self.params = params.copy()
-        self._params_t = torch.as_tensor(params, dtype=torch.float32)[:, None, :]
-        self._apply_params(params)
+        self.tasks = tasks.copy()
+        self._tasks_t = torch.as_tensor(tasks, dtype=torch.float32)[:, None, :]
+        self._apply_tasks(tasks)
 
-    def _apply_params(self, params: np.ndarray) -> None:
+    def _apply_tasks(self, tasks: np.ndarray) -> None:
         """Hook for families whose ψ changes the physics."""
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         """Start all T·N episodes; returns ``obs [T, N, obs_dim]`` float32."""
-        if self.params is None:
-            raise RuntimeError("call set_tasks(params) before reset()")
+        if self.tasks is None:
+            raise RuntimeError("call set_tasks(tasks) before reset()")
         obs = self._reset_state(rng)
         self._obs[:] = obs.reshape(self._obs.shape)
         self.active[:] = True
@@ -85,7 +85,7 @@ class BatchEnv:
 
         action: ``[T, N, act_dim]``; it is clipped to the action bounds.
         """
-        if self.params is None or not self.active.any():
+        if self.tasks is None or not self.active.any():
             raise RuntimeError("reset() the environment before step() (all episodes are over)")
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (self.num_tasks, self.num_episodes, self.act_dim):
@@ -105,9 +105,9 @@ class BatchEnv:
         obs_t = torch.from_numpy(self._obs)
         with torch.no_grad():
             reward = self.family.reward(
-                torch.from_numpy(prev_obs), torch.from_numpy(action), obs_t, self._params_t
+                torch.from_numpy(prev_obs), torch.from_numpy(action), obs_t, self._tasks_t
             ).to(torch.float32).numpy()
-            terminated = self.family.terminated(obs_t, self._params_t).numpy()
+            terminated = self.family.terminated(obs_t, self._tasks_t).numpy()
         was_active = self.active.copy()
         reward = np.where(was_active, reward, 0.0).astype(np.float32)
         terminated = terminated & was_active

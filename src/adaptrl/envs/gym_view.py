@@ -1,8 +1,8 @@
 """Single-environment Gymnasium views of the task families, ``adaptrl/<Name>-v0``.
 
 A view is the batched simulator with one task and one episode, so it has exactly the dynamics,
-observations, rewards and termination of the batch. ``set_task(params)`` chooses ψ (or pass
-``options={"task": params}`` to ``reset``); without one, ``reset`` draws a training task from the
+observations, rewards and termination of the batch. ``set_task(psi)`` chooses ψ (or pass
+``options={"task": psi}`` to ``reset``); without one, ``reset`` draws a training task from the
 environment's own generator.
 """
 
@@ -29,7 +29,7 @@ class TaskEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.family.obs_dim,), np.float64)
         # the task chosen by the user (None: draw a training task at every reset) and the task
         # of the running episode, kept apart so that set_task() mid-episode waits for reset()
-        self._task = None if task is None else self.family.check_params(task)[0]
+        self._task = None if task is None else self.family.check_tasks(task)[0]
         self._episode_task: np.ndarray | None = None
         self._t = 0
         self._done = True
@@ -41,9 +41,9 @@ class TaskEnv(gym.Env):
         task = self._task if self._task is not None else self._episode_task
         return None if task is None else task.copy()
 
-    def set_task(self, params) -> None:
+    def set_task(self, psi) -> None:
         """Use task ψ from the next ``reset`` on."""
-        self._task = self.family.check_params(params)[0]
+        self._task = self.family.check_tasks(psi)[0]
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)

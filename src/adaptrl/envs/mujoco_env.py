@@ -148,10 +148,10 @@ class MujocoBatchEnv(BatchEnv):
         self._ctrl = np.zeros((B, fs, self.nu))
         self._obs_buf = np.zeros((B, self.obs_dim), np.float32)
 
-    def _apply_params(self, params):
+    def _apply_tasks(self, tasks):
         if self.family.dynamics is None:
             return
-        per_task = [scale_dynamics(self.model, p, self.family.dynamics) for p in params]
+        per_task = [scale_dynamics(self.model, psi, self.family.dynamics) for psi in tasks]
         self._models = [m for m in per_task for _ in range(self.num_episodes)]
 
     def model_of(self, task: int) -> mujoco.MjModel:
@@ -205,8 +205,8 @@ class MujocoBatchEnv(BatchEnv):
     def set_physics_state(self, qpos, qvel) -> np.ndarray:
         """Put every environment in the given state (``qpos [T, N, nq]``, ``qvel [T, N, nv]``),
         mark all episodes running, and return the observations ``[T, N, obs_dim]``."""
-        if self.params is None:
-            raise RuntimeError("call set_tasks(params) before set_physics_state()")
+        if self.tasks is None:
+            raise RuntimeError("call set_tasks(tasks) before set_physics_state()")
         B = self.batch_size
         self._state[:, 0] = 0.0
         self._state[:, 1:1 + self.nq] = np.asarray(qpos, np.float64).reshape(B, self.nq)
@@ -227,7 +227,7 @@ def random_policy_states(family, episodes: int, seed: int) -> np.ndarray:
     the family's own normalizer need not exist yet.
     """
     env = MujocoBatchEnv(family, 1, episodes)
-    env.set_tasks(np.zeros((1, env.family.param_dim)))
+    env.set_tasks(np.zeros((1, env.family.task_dim)))
     rng = np.random.default_rng(seed)
     env._reset_state(rng)
     states = []

@@ -106,8 +106,8 @@ def plot_compare_heatmaps(entries: list[CompareEntry], split: str, path) -> Path
     union of the runs' budgets; empty where a run lacks one), one colour scale. Shows returns
     instead when some run has no oracle. None (nothing written) unless every run was evaluated
     on the same 2-D grid."""
-    params = [t["params"] for t in entries[0].result["tasks"]]
-    layout = grid_layout(params)
+    tasks = [t["params"] for t in entries[0].result["tasks"]]  # ψ of each task
+    layout = grid_layout(tasks)
     if layout is None or not same_tasks(entries):
         return None
     xs, ys, cell = layout
@@ -207,7 +207,7 @@ def read_visited_tasks(run_dir) -> dict:
         raise AdaptrlError(f"{metrics} is empty")
     header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
     if family is not None:
-        names = list(get_family(family).param_names)
+        names = list(get_family(family).task_names)
     else:
         names = [c[len("task/"):] for c in header
                  if c.startswith("task/") and not c.startswith("task/next_")]

@@ -70,7 +70,7 @@ def oracle_returns(family: TaskFamily | str, tasks, horizon: int | None = None
     oracle = ORACLES.get(family.name)
     if oracle is None:
         return None
-    tasks = family.check_params(tasks)
+    tasks = family.check_tasks(tasks)
     horizon = int(horizon or family.horizon)
     if horizon < 1:
         raise ValueError(f"horizon must be positive, got {horizon}")

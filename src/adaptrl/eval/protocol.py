@@ -55,7 +55,7 @@ def default_per_dim(family: TaskFamily):
     (Ant3D: 4×4×3), else 6 for 1-D and 2-D families and 4 for 3-D ones."""
     if family.grid_shape:
         return tuple(family.grid_shape)
-    return 6 if family.param_dim <= 2 else 4
+    return 6 if family.task_dim <= 2 else 4
 
 
 def tasks_for_split(family: TaskFamily | str, split: str, n: int, rng: np.random.Generator,
@@ -72,9 +72,9 @@ def tasks_for_split(family: TaskFamily | str, split: str, n: int, rng: np.random
     if split == "test":
         return family.split("test", n, rng)
     if split == "grid":
-        if family.discrete is None and family.param_dim > MAX_GRID_DIM:
+        if family.discrete is None and family.task_dim > MAX_GRID_DIM:
             raise AdaptrlError(
-                f"'{family.name}' has {family.param_dim} parameters: a grid over Ψ is too large; "
+                f"'{family.name}' has {family.task_dim} parameters: a grid over Ψ is too large; "
                 "use --split boundary or --split test")
         per_dim = default_per_dim(family) if per_dim is None else per_dim
         if min(np.atleast_1d(per_dim)) < 1:
@@ -103,7 +103,7 @@ def load_task_file(family: TaskFamily | str, path) -> np.ndarray:
     """
     family = get_family(family)
     path = Path(path)
-    example = "[" + ", ".join(["[" + ", ".join(["0.5"] * family.param_dim) + "]"] * 2) + "]"
+    example = "[" + ", ".join(["[" + ", ".join(["0.5"] * family.task_dim) + "]"] * 2) + "]"
     try:
         text = path.read_text()
     except OSError as err:
@@ -114,17 +114,17 @@ def load_task_file(family: TaskFamily | str, path) -> np.ndarray:
         raise AdaptrlError(f"task file {path} is not valid JSON: {err}") from None
     if not isinstance(data, list) or not data or not all(isinstance(row, list) for row in data):
         raise AdaptrlError(f"task file {path} must hold a non-empty JSON list of tasks, each a "
-                           f"list of {family.param_dim} number(s), like {example}")
+                           f"list of {family.task_dim} number(s), like {example}")
     for i, row in enumerate(data):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
             raise AdaptrlError(f"task file {path}: task {i} is {row!r}; every value must be a "
                                "number")
-        if len(row) != family.param_dim:
+        if len(row) != family.task_dim:
             raise AdaptrlError(
                 f"task file {path}: task {i} has {len(row)} value(s), but '{family.name}' tasks "
-                f"have {family.param_dim} ({', '.join(family.param_names)}), like {example}")
+                f"have {family.task_dim} ({', '.join(family.task_names)}), like {example}")
     try:
-        return family.check_params(np.asarray(data, dtype=np.float64))
+        return family.check_tasks(np.asarray(data, dtype=np.float64))
     except ValueError as err:
         raise AdaptrlError(f"task file {path}: {err}") from None
 
@@ -168,7 +168,7 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     so the rollouts do not depend on how much randomness a method's adaptation consumed.
     """
     family = get_family(family)
-    tasks = family.check_params(tasks)
+    tasks = family.check_tasks(tasks)
     steps = check_steps(steps)
     if episodes < 1:
         raise AdaptrlError(f"episodes per task must be positive, got {episodes}")
@@ -212,7 +212,7 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
         "episodes": int(episodes),
         "seed": seed,
         "horizon": horizon,
-        "param_names": list(family.param_names),
+        "param_names": list(family.task_names),
         "oracle_kind": None if oracle is None or oracle_info is None else oracle_info.kind,
         "tasks": records,
         "summary": summarize(returns, oracle),

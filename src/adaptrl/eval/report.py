@@ -117,18 +117,18 @@ def _finish_curve_axes(ax, steps, unit: str = "adaptation steps") -> None:
     ax.legend(fontsize=8, loc="best")
 
 
-def grid_layout(params) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def grid_layout(tasks) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """If 2-D task parameters ``[T, 2]`` form a full rectangular grid (≥ 2 values per axis),
     ``(xs [X], ys [Y], cell [T, 2])`` with ``cell[i] = (row iy, column ix)`` of task i;
     otherwise None."""
-    params = np.asarray(params, dtype=np.float64)
-    if params.ndim != 2 or params.shape[1] != 2:
+    tasks = np.asarray(tasks, dtype=np.float64)
+    if tasks.ndim != 2 or tasks.shape[1] != 2:
         return None
-    xs, ix = np.unique(params[:, 0], return_inverse=True)
-    ys, iy = np.unique(params[:, 1], return_inverse=True)
-    if len(xs) < 2 or len(ys) < 2 or len(params) != len(xs) * len(ys):
+    xs, ix = np.unique(tasks[:, 0], return_inverse=True)
+    ys, iy = np.unique(tasks[:, 1], return_inverse=True)
+    if len(xs) < 2 or len(ys) < 2 or len(tasks) != len(xs) * len(ys):
         return None
-    if len(set(zip(ix.tolist(), iy.tolist()))) != len(params):
+    if len(set(zip(ix.tolist(), iy.tolist()))) != len(tasks):
         return None
     return xs, ys, np.stack([iy, ix], axis=1)
 

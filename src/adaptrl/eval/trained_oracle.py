@@ -138,7 +138,7 @@ def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig |
     ``returns_deterministic [T]`` and ``train_returns [T][iterations]``.
     """
     family = get_family(family)
-    tasks = family.check_params(tasks)
+    tasks = family.check_tasks(tasks)
     cfg = config or OracleTrainingConfig()
     cfg.validate()
     H = int(horizon or family.horizon)
@@ -186,7 +186,7 @@ def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig |
         raise FloatingPointError(f"the oracle policies of '{family.name}' gave non-finite returns")
     return {
         "format": FORMAT, "version": FORMAT_VERSION,
-        "family": family.name, "horizon": H, "param_names": list(family.param_names),
+        "family": family.name, "horizon": H, "param_names": list(family.task_names),
         "tasks": tasks.tolist(),
         "returns": best.tolist(),
         "returns_stochastic": stochastic.tolist(),
@@ -332,7 +332,7 @@ def build_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig,
     if current is not None and current.kind == "analytic":
         raise AdaptrlError(f"'{family.name}' has an analytic oracle ({current.description}); "
                            "evaluation uses it, so a trained one would never be read")
-    tasks = family.check_params(tasks)
+    tasks = family.check_tasks(tasks)
     config.validate()
     cache = cache or OracleCache()
     H = int(horizon or family.horizon)

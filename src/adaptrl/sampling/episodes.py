@@ -15,7 +15,7 @@ class Episodes:
     obs, next_obs: ``[T, N, H, obs_dim]``; actions: ``[T, N, H, act_dim]``;
     rewards: ``[T, N, H]`` (0 after an episode ended); mask: ``[T, N, H]`` float, 1 where the
     step happened; terminated: ``[T, N, H]`` bool, True on the step that ended an episode by the
-    family's rule (not by the horizon); params: ``[T, k]`` the tasks' ψ (float64).
+    family's rule (not by the horizon); tasks: ``[T, k]`` the tasks' ψ (float64).
     """
 
     obs: torch.Tensor
@@ -24,7 +24,7 @@ class Episodes:
     next_obs: torch.Tensor
     mask: torch.Tensor
     terminated: torch.Tensor
-    params: np.ndarray
+    tasks: np.ndarray
 
     @property
     def num_tasks(self) -> int:
@@ -86,7 +86,7 @@ class Episodes:
         index = torch.as_tensor(tasks, dtype=torch.long)
         return Episodes(self.obs[index], self.actions[index], self.rewards[index],
                         self.next_obs[index], self.mask[index], self.terminated[index],
-                        self.params[np.asarray(tasks)])
+                        self.tasks[np.asarray(tasks)])
 
 
 class LinearFeatureBaseline:

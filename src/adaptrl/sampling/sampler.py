@@ -54,15 +54,15 @@ class Sampler:
         self.env: BatchEnv = make_batch_env(self.family, num_tasks, num_episodes, threads=threads)
         self.num_tasks, self.num_episodes = num_tasks, num_episodes
 
-    def sample(self, actor: Actor, params, rng: np.random.Generator) -> Episodes:
-        """Run one episode batch with the tasks ``params [T, k]``."""
+    def sample(self, actor: Actor, tasks, rng: np.random.Generator) -> Episodes:
+        """Run one episode batch with the tasks ``tasks [T, k]`` (ψ)."""
         with single_torch_thread():
-            return self._sample(actor, params, rng)
+            return self._sample(actor, tasks, rng)
 
-    def _sample(self, actor: Actor, params, rng: np.random.Generator) -> Episodes:
+    def _sample(self, actor: Actor, tasks, rng: np.random.Generator) -> Episodes:
         env, H = self.env, self.horizon
         T, N, od, ad = self.num_tasks, self.num_episodes, env.obs_dim, env.act_dim
-        env.set_tasks(params)
+        env.set_tasks(tasks)
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
         obs_buf = np.zeros((H + 1, T, N, od), np.float32)
         act_buf = np.zeros((H, T, N, ad), np.float32)
@@ -85,5 +85,5 @@ class Sampler:
         return Episodes(
             obs=tnh(obs_buf[:-1]), actions=tnh(act_buf), rewards=tnh(rew_buf),
             next_obs=tnh(obs_buf[1:]), mask=tnh(mask_buf), terminated=tnh(term_buf),
-            params=np.array(env.params),
+            tasks=np.array(env.tasks),
         )

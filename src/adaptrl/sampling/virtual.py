@@ -43,22 +43,22 @@ class VirtualSampler:
                                                                             dtype=torch.float32)
 
     @torch.no_grad()
-    def sample(self, actor: Actor, model_step: ModelStep, params, start_obs,
+    def sample(self, actor: Actor, model_step: ModelStep, tasks, start_obs,
                rng: np.random.Generator) -> Episodes:
-        """Roll ``actor`` on ``model_step`` for the tasks ``params [T, k]``.
+        """Roll ``actor`` on ``model_step`` for the tasks ``tasks [T, k]``.
 
         start_obs: ``[M, obs_dim]`` real states to start from. Returns `Episodes`
         ``[T, N, H, ...]`` whose rewards are r_ψ of each task.
         """
         T, N, H = self.num_tasks, self.num_episodes, self.horizon
-        params = self.family.check_params(params)
-        if len(params) != T:
-            raise ValueError(f"virtual sampler built for {T} tasks, got {len(params)}")
+        tasks = self.family.check_tasks(tasks)
+        if len(tasks) != T:
+            raise ValueError(f"virtual sampler built for {T} tasks, got {len(tasks)}")
         start_obs = torch.as_tensor(np.asarray(start_obs), dtype=torch.float32)
         if start_obs.dim() != 2 or start_obs.shape[0] < 1:
             raise ValueError(f"start_obs must be [M ≥ 1, obs_dim], got {tuple(start_obs.shape)}")
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        psi = torch.as_tensor(params, dtype=torch.float32)[:, None, :]  # [T, 1, k]
+        psi = torch.as_tensor(tasks, dtype=torch.float32)[:, None, :]  # [T, 1, k]
         obs = start_obs[torch.from_numpy(rng.integers(0, start_obs.shape[0], size=(T, N)))]
         od = obs.shape[-1]
         obs_buf = torch.zeros(H + 1, T, N, od)
@@ -89,4 +89,4 @@ class VirtualSampler:
 
         return Episodes(obs=tnh(obs_buf[:-1]), actions=tnh(act_buf), rewards=tnh(rew_buf),
                         next_obs=tnh(obs_buf[1:]), mask=tnh(mask_buf),
-                        terminated=tnh(term_buf), params=np.array(params))
+                        terminated=tnh(term_buf), tasks=np.array(tasks))

@@ -8,10 +8,10 @@ Conventions
 -----------
 * Task parameters ψ are float64 numpy arrays ``[n, k]`` when sampled and torch tensors
   ``[..., k]`` when a reward is evaluated.
-* ``reward(obs, act, next_obs, params)`` broadcasts over leading dimensions:
-  ``obs: [..., obs_dim]``, ``act: [..., act_dim]``, ``params: [..., k]`` → ``[...]``.
+* ``reward(obs, act, next_obs, psi)`` broadcasts over leading dimensions:
+  ``obs: [..., obs_dim]``, ``act: [..., act_dim]``, ``psi: [..., k]`` → ``[...]``.
   It is written in torch so that ∂r/∂ψ is available to model-based and adversarial methods.
-* ``terminated(next_obs, params) -> [...] bool``: the body's health rule (Gymnasium v5) or a task
+* ``terminated(next_obs, psi) -> [...] bool``: the body's health rule (Gymnasium v5) or a task
   rule (point-nav's goal radius), evaluated on the observation so that learned models can use it.
 """
 
@@ -159,7 +159,7 @@ class TaskFamily:
     Attributes:
         name: CLI name, e.g. ``cheetah-vel``.
         body: the simulated body, a key of `adaptrl.envs` (``point``, ``half_cheetah`` …).
-        param_names: one name per dimension of ψ.
+        task_names: one name per dimension of ψ (the task parameters).
         low, high: the box that contains Ψ (for discrete families, the hull of the set).
         horizon: episode length H.
         obs_dim, act_dim: observation and action sizes of the body.
@@ -176,7 +176,7 @@ class TaskFamily:
 
     name: str
     body: str
-    param_names: tuple[str, ...]
+    task_names: tuple[str, ...]
     low: np.ndarray
     high: np.ndarray
     horizon: int
@@ -196,15 +196,15 @@ class TaskFamily:
     def __post_init__(self):
         self.low = np.asarray(self.low, dtype=np.float64)
         self.high = np.asarray(self.high, dtype=np.float64)
-        if self.low.shape != (len(self.param_names),) or self.high.shape != self.low.shape:
+        if self.low.shape != (len(self.task_names),) or self.high.shape != self.low.shape:
             raise ValueError(f"{self.name}: low/high must have one entry per parameter")
         if "train" not in self.splits or "test" not in self.splits:
             raise ValueError(f"{self.name}: a family needs 'train' and 'test' splits")
 
     # ── parameter space ──
     @property
-    def param_dim(self) -> int:
-        return len(self.param_names)
+    def task_dim(self) -> int:
+        return len(self.task_names)
 
     @property
     def gym_id(self) -> str:
@@ -229,10 +229,10 @@ class TaskFamily:
         discrete families, the whole set."""
         if self.discrete is not None:
             return self.discrete.copy()
-        counts = ([int(per_dim)] * self.param_dim if np.ndim(per_dim) == 0
+        counts = ([int(per_dim)] * self.task_dim if np.ndim(per_dim) == 0
                   else [int(c) for c in per_dim])
-        if len(counts) != self.param_dim:
-            raise ValueError(f"'{self.name}' has {self.param_dim} parameters; got grid counts "
+        if len(counts) != self.task_dim:
+            raise ValueError(f"'{self.name}' has {self.task_dim} parameters; got grid counts "
                              f"{counts}")
         if min(counts) < 1:
             raise ValueError(f"grid needs at least 1 point per dimension, got {counts}")
@@ -257,43 +257,44 @@ class TaskFamily:
             return DiscreteSplit(tuple(map(tuple, self.discrete))).sample(n, rng)
         return sample_box_boundary(self.low, self.high, n, rng)
 
-    def contains(self, params: np.ndarray) -> np.ndarray:
-        """Whether each row of ``params`` lies in the box Ψ."""
-        params = np.asarray(params, dtype=np.float64)
-        return np.all((params >= self.low - 1e-12) & (params <= self.high + 1e-12), axis=-1)
+    def contains(self, tasks: np.ndarray) -> np.ndarray:
+        """Whether each row of ``tasks`` lies in the box Ψ."""
+        tasks = np.asarray(tasks, dtype=np.float64)
+        return np.all((tasks >= self.low - 1e-12) & (tasks <= self.high + 1e-12), axis=-1)
 
-    def check_params(self, params) -> np.ndarray:
-        """Validate a task array's shape (values outside Ψ are allowed: OOD evaluation)."""
-        params = np.asarray(params, dtype=np.float64)
-        if params.ndim == 1:
-            params = params[None]
-        if params.ndim != 2 or params.shape[1] != self.param_dim:
+    def check_tasks(self, tasks) -> np.ndarray:
+        """Validate a task array ψ ``[T, k]`` (or one task ``[k]``) and return it as float64
+        ``[T, k]`` (values outside Ψ are allowed: OOD evaluation)."""
+        tasks = np.asarray(tasks, dtype=np.float64)
+        if tasks.ndim == 1:
+            tasks = tasks[None]
+        if tasks.ndim != 2 or tasks.shape[1] != self.task_dim:
             raise ValueError(
-                f"'{self.name}' tasks have {self.param_dim} parameter(s) "
-                f"({', '.join(self.param_names)}); got an array of shape {params.shape}"
+                f"'{self.name}' tasks have {self.task_dim} parameter(s) "
+                f"({', '.join(self.task_names)}); got an array of shape {tasks.shape}"
             )
-        if not np.all(np.isfinite(params)):
+        if not np.all(np.isfinite(tasks)):
             raise ValueError(f"'{self.name}' task parameters must be finite")
-        return params
+        return tasks
 
     # ── reward and termination ──
-    def reward(self, obs, act, next_obs, params) -> torch.Tensor:
-        """r_ψ(s, a, s'); broadcasts over leading dims; differentiable in ``params``."""
-        return self.reward_fn(obs, act, next_obs, params)
+    def reward(self, obs, act, next_obs, psi) -> torch.Tensor:
+        """r_ψ(s, a, s'); broadcasts over leading dims; differentiable in ``psi``."""
+        return self.reward_fn(obs, act, next_obs, psi)
 
-    def terminated(self, next_obs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    def terminated(self, next_obs: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         """Whether the episode ends on arriving in ``next_obs``; ``[...]`` bool."""
-        shape = torch.broadcast_shapes(next_obs.shape[:-1], params.shape[:-1])
+        shape = torch.broadcast_shapes(next_obs.shape[:-1], psi.shape[:-1])
         if self.terminated_fn is None:
             return torch.zeros(shape, dtype=torch.bool, device=next_obs.device)
-        return self.terminated_fn(next_obs, params).expand(shape)
+        return self.terminated_fn(next_obs, psi).expand(shape)
 
     def describe(self) -> dict:
         return {
             "name": self.name,
             "gym_id": self.gym_id,
             "body": self.body,
-            "param_names": list(self.param_names),
+            "param_names": list(self.task_names),
             "param_low": self.low.tolist(),
             "param_high": self.high.tolist(),
             "discrete": None if self.discrete is None else self.discrete.tolist(),

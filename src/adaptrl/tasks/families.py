@@ -63,7 +63,7 @@ def _ctrl(act, weight):
 
 
 # ─── termination rules (Gymnasium v5 health checks, on the observation) ─────────────────────
-def _hopper_unhealthy(obs, params):
+def _hopper_unhealthy(obs, psi):
     # Gymnasium also bounds the unclipped qvel by 100; the observation clips velocities to ±10,
     # so here only the positions' bound can trip (a hopper faster than 100 m/s is not a concern)
     z, angle = obs[..., 0], obs[..., 1]
@@ -72,21 +72,21 @@ def _hopper_unhealthy(obs, params):
     return ~healthy
 
 
-def _walker_unhealthy(obs, params):
+def _walker_unhealthy(obs, psi):
     z, angle = obs[..., 0], obs[..., 1]
     healthy = (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0) & torch.isfinite(obs).all(-1)
     return ~healthy
 
 
 def _ant_unhealthy(z_index):
-    def rule(obs, params):
+    def rule(obs, psi):
         z = obs[..., z_index]
         return ~((z >= 0.2) & (z <= 1.0) & torch.isfinite(obs).all(-1))
 
     return rule
 
 
-def _humanoid_unhealthy(obs, params):
+def _humanoid_unhealthy(obs, psi):
     z = obs[..., 0]
     return ~((z > 1.0) & (z < 2.0) & torch.isfinite(obs).all(-1))
 
@@ -103,17 +103,17 @@ def register(family: TaskFamily) -> TaskFamily:
 
 
 def _point_nav(name, squared):
-    def reward(obs, act, next_obs, params):
-        dist2 = ((next_obs - params) ** 2).sum(-1)
+    def reward(obs, act, next_obs, psi):
+        dist2 = ((next_obs - psi) ** 2).sum(-1)
         # the square root's gradient at 0 is infinite; the clamp keeps it finite at the goal
         return -dist2 if squared else -torch.sqrt(dist2.clamp_min(1e-12))
 
-    def reached(next_obs, params):
-        return ((next_obs - params) ** 2).sum(-1) < 0.01**2
+    def reached(next_obs, psi):
+        return ((next_obs - psi) ** 2).sum(-1) < 0.01**2
 
     box = BoxSplit((-0.5, -0.5), (0.5, 0.5))
     return TaskFamily(
-        name=name, body="point", param_names=("goal_x", "goal_y"),
+        name=name, body="point", task_names=("goal_x", "goal_y"),
         low=[-0.5, -0.5], high=[0.5, 0.5], horizon=100, obs_dim=2, act_dim=2, source=MAML,
         reward_doc="-||s'-g||²" if squared else "-||s'-g||",
         reward_fn=reward, terminated_fn=reached,
@@ -129,15 +129,15 @@ register(_point_nav("point-nav-sq", squared=True))
 def _cheetah_vel(name, train, test, ood=None, source=MAML):
     vx = VX_INDEX["half_cheetah"]
 
-    def reward(obs, act, next_obs, params):
-        return -(next_obs[..., vx] - params[..., 0]).abs() - _ctrl(act, 0.05)
+    def reward(obs, act, next_obs, psi):
+        return -(next_obs[..., vx] - psi[..., 0]).abs() - _ctrl(act, 0.05)
 
     splits = {"train": BoxSplit((train[0],), (train[1],)), "test": BoxSplit((test[0],), (test[1],))}
     if ood is not None:
         splits["ood"] = BoxSplit((ood[0],), (ood[1],))
     lo, hi = min(train[0], test[0]), max(train[1], test[1])
     return TaskFamily(
-        name=name, body="half_cheetah", param_names=("target_vx",), low=[lo], high=[hi],
+        name=name, body="half_cheetah", task_names=("target_vx",), low=[lo], high=[hi],
         horizon=200, obs_dim=17, act_dim=6, source=source,
         reward_doc="-|vx-ψ| - 0.05||a||²", reward_fn=reward, splits=splits,
     )
@@ -152,13 +152,13 @@ register(_cheetah_vel("cheetah-vel-hard", (0.0, 1.5), (2.5, 3.0), ood=(2.5, 3.0)
 def _direction_family(name, body, ctrl_weight, alive, source, terminated_fn, act_dim, obs_dim):
     vx = VX_INDEX[body]
 
-    def reward(obs, act, next_obs, params):
-        return params[..., 0] * next_obs[..., vx] - _ctrl(act, ctrl_weight) + alive
+    def reward(obs, act, next_obs, psi):
+        return psi[..., 0] * next_obs[..., vx] - _ctrl(act, ctrl_weight) + alive
 
     both = DiscreteSplit(((-1.0,), (1.0,)))
     doc = f"ψ·vx - {ctrl_weight:g}||a||²" + (f" + {alive:g}" if alive else "")
     return TaskFamily(
-        name=name, body=body, param_names=("direction",), low=[-1.0], high=[1.0], horizon=200,
+        name=name, body=body, task_names=("direction",), low=[-1.0], high=[1.0], horizon=200,
         obs_dim=obs_dim, act_dim=act_dim, source=source, reward_doc=doc, reward_fn=reward,
         terminated_fn=terminated_fn, splits={"train": both, "test": both},
         discrete=np.array([[-1.0], [1.0]]),
@@ -172,12 +172,12 @@ register(_direction_family("ant-dir", "ant", 0.005, 0.05, MAML, _ant_unhealthy(0
 def _ant_vel():
     vx = VX_INDEX["ant"]
 
-    def reward(obs, act, next_obs, params):
-        return -(next_obs[..., vx] - params[..., 0]).abs() - _ctrl(act, 0.005) + 0.05
+    def reward(obs, act, next_obs, psi):
+        return -(next_obs[..., vx] - psi[..., 0]).abs() - _ctrl(act, 0.005) + 0.05
 
     box = BoxSplit((0.0,), (3.0,))
     return TaskFamily(
-        name="ant-vel", body="ant", param_names=("target_vx",), low=[0.0], high=[3.0],
+        name="ant-vel", body="ant", task_names=("target_vx",), low=[0.0], high=[3.0],
         horizon=200, obs_dim=27, act_dim=8, source=MAML,
         reward_doc="-|vx-ψ| - 0.005||a||² + 0.05", reward_fn=reward,
         terminated_fn=_ant_unhealthy(0), splits={"train": box, "test": box},
@@ -193,8 +193,8 @@ def _angle_direction(name, body, forward_weight, ctrl_weight, alive, terminated_
     leave out the arc [a, b], which becomes the ``ood`` split."""
     vx = VX_INDEX[body]
 
-    def reward(obs, act, next_obs, params):
-        theta = params[..., 0]
+    def reward(obs, act, next_obs, psi):
+        theta = psi[..., 0]
         along = next_obs[..., vx] * torch.cos(theta) + next_obs[..., vx + 1] * torch.sin(theta)
         return forward_weight * along - _ctrl(act, ctrl_weight) + alive
 
@@ -207,7 +207,7 @@ def _angle_direction(name, body, forward_weight, ctrl_weight, alive, terminated_
         notes = (f"train/test directions U[0, {ood_arc[0]:.4g}], ood arc "
                  f"U[{ood_arc[0]:.4g}, {ood_arc[1]:.4g}]")
     return TaskFamily(
-        name=name, body=body, param_names=("theta",), low=[0.0], high=[2 * math.pi],
+        name=name, body=body, task_names=("theta",), low=[0.0], high=[2 * math.pi],
         horizon=200, obs_dim=obs_dim, act_dim=act_dim, source=PEARL,
         reward_doc=f"{forward_weight:g}·v_xy·(cosψ,sinψ) - {ctrl_weight:g}||a||² + {alive:g}",
         reward_fn=reward, terminated_fn=terminated_fn, splits=splits, notes=notes,
@@ -222,12 +222,12 @@ register(_angle_direction("humanoid-dir", "humanoid", 1.25, 0.1, 5.0, _humanoid_
 
 
 def _ant_goal():
-    def reward(obs, act, next_obs, params):
-        return -(next_obs[..., 0:2] - params).abs().sum(-1) - _ctrl(act, 0.1)
+    def reward(obs, act, next_obs, psi):
+        return -(next_obs[..., 0:2] - psi).abs().sum(-1) - _ctrl(act, 0.1)
 
     disk = DiskSplit(3.0)
     return TaskFamily(
-        name="ant-goal", body="ant_xy", param_names=("goal_x", "goal_y"), low=[-3.0, -3.0],
+        name="ant-goal", body="ant_xy", task_names=("goal_x", "goal_y"), low=[-3.0, -3.0],
         high=[3.0, 3.0], horizon=200, obs_dim=29, act_dim=8, source=PEARL,
         reward_doc="-||xy-g||₁ - 0.1||a||²", reward_fn=reward, terminated_fn=_ant_unhealthy(2),
         splits={"train": disk, "test": disk, "boundary": CircleSplit(3.0)},
@@ -241,10 +241,10 @@ register(_ant_goal())
 def _rand_params(name, body, terminated_fn, obs_dim, act_dim):
     vx = VX_INDEX[body]
 
-    def reward(obs, act, next_obs, params):
+    def reward(obs, act, next_obs, psi):
         r = next_obs[..., vx] + 1.0 - _ctrl(act, 1e-3)
         # ψ changes the physics, not the reward; still broadcast over the task axis
-        return r.expand(torch.broadcast_shapes(r.shape, params.shape[:-1]))
+        return r.expand(torch.broadcast_shapes(r.shape, psi.shape[:-1]))
 
     names = tuple(
         f"log1.5_{array}[{i}]" for array, size in DYNAMICS_SIZES[body].items() for i in range(size)
@@ -252,7 +252,7 @@ def _rand_params(name, body, terminated_fn, obs_dim, act_dim):
     k = len(names)
     box = BoxSplit((-3.0,) * k, (3.0,) * k)
     return TaskFamily(
-        name=name, body=body, param_names=names, low=[-3.0] * k, high=[3.0] * k, horizon=200,
+        name=name, body=body, task_names=names, low=[-3.0] * k, high=[3.0] * k, horizon=200,
         obs_dim=obs_dim, act_dim=act_dim, source=PEARL + " rand-param envs",
         reward_doc="vx + 1 - 0.001||a||² (ψ scales physics by 1.5^ψ)", reward_fn=reward,
         terminated_fn=terminated_fn, splits={"train": box, "test": box}, dynamics=body,
@@ -274,19 +274,19 @@ def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood
     index = torch.tensor([i for i, _ in coef])
     weight = torch.tensor([c for _, c in coef])
 
-    def reward(obs, act, next_obs, params):
-        w = weight.to(dtype=params.dtype, device=params.device)
-        target = next_obs[..., index.to(next_obs.device)].to(params.dtype)
-        return -((target - params).abs() * w).sum(-1) + 1.0 - _ctrl(act, ctrl_weight)
+    def reward(obs, act, next_obs, psi):
+        w = weight.to(dtype=psi.dtype, device=psi.device)
+        target = next_obs[..., index.to(next_obs.device)].to(psi.dtype)
+        return -((target - psi).abs() * w).sum(-1) + 1.0 - _ctrl(act, ctrl_weight)
 
     splits = {"train": BoxSplit(tuple(low), tuple(high)), "test": BoxSplit(tuple(low), tuple(high))}
     if ood is not None:
         splits["ood"] = BoundarySplit(tuple(ood[0]), tuple(ood[1]))
     names = {0: "target_vx", 1: "target_vy", 2: "target_z"}
-    param_names = tuple(names[j] for j in dims)
+    task_names = tuple(names[j] for j in dims)
     terms = " + ".join(f"{c:g}|{names[j][7:]}-ψ{names[j][7:]}|" for j, (_, c) in zip(dims, coef))
     return TaskFamily(
-        name=name, body=body, param_names=param_names, low=low, high=high, horizon=200,
+        name=name, body=body, task_names=task_names, low=low, high=high, horizon=200,
         obs_dim=obs_dim, act_dim=act_dim, source=ADMRL,
         reward_doc=f"-({terms}) + 1 - {ctrl_weight:g}||a||²", reward_fn=reward, splits=splits,
         notes="no early termination (fixed-length episodes, as model-based rollouts need)",
@@ -322,16 +322,16 @@ def highdim_normalizer() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cheetah_highdim():
-    def reward(obs, act, next_obs, params):
+    def reward(obs, act, next_obs, psi):
         mean, std = highdim_normalizer()
         normalized = (next_obs - mean.to(next_obs)) / std.to(next_obs)
-        return (params * normalized.to(params.dtype)).sum(-1) - _ctrl(act, 0.05)
+        return (psi * normalized.to(psi.dtype)).sum(-1) - _ctrl(act, 0.05)
 
     k = 18
     box = BoxSplit((-1.0,) * k, (1.0,) * k)
     return TaskFamily(
         name="cheetah-highdim", body="half_cheetah_full",
-        param_names=tuple(f"w{i}" for i in range(k)), low=[-1.0] * k, high=[1.0] * k,
+        task_names=tuple(f"w{i}" for i in range(k)), low=[-1.0] * k, high=[1.0] * k,
         horizon=200, obs_dim=18, act_dim=6, source=ADMRL,
         reward_doc="ψᵀ normalize(s') - 0.05||a||²", reward_fn=reward,
         splits={"train": box, "test": BoundarySplit(box.low, box.high),
