@@ -28,7 +28,14 @@ from matplotlib.patches import Rectangle
 
 from ..errors import AdaptrlError
 from ..tasks import get_family
-from .report import CompareEntry, _num, _save, _unit, grid_layout, same_tasks
+from .report_common import (
+    CompareEntry,
+    budget_unit,
+    format_number,
+    grid_layout,
+    same_tasks,
+    save_png,
+)
 
 
 # ─── worst-case gap across runs ──────────────────────────────────────────────────────────────
@@ -56,8 +63,8 @@ def format_worst_gap_table(entries: list[CompareEntry], split: str) -> str | Non
                 cells.append("—")
                 continue
             b = by_step[n]
-            cells.append(f"{_num(s['gap_max'][b])} ({_num(s['gap_mean'][b])})")
-        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {_unit(e.result)} |")
+            cells.append(f"{format_number(s['gap_max'][b])} ({format_number(s['gap_mean'][b])})")
+        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {budget_unit(e.result)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -68,7 +75,7 @@ def plot_worst_gap(entries: list[CompareEntry], split: str, path) -> Path | None
     with_gaps = [e for e in entries if _has_gaps(e)]
     if not with_gaps:
         return None
-    units = {_unit(e.result) for e in with_gaps}
+    units = {budget_unit(e.result) for e in with_gaps}
     by_samples = len(units) > 1
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
@@ -89,7 +96,7 @@ def plot_worst_gap(entries: list[CompareEntry], split: str, path) -> Path | None
     ax.set_title(f"{entries[0].result['family']} ({split}): worst-case sub-optimality gap")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _cell_values(result: dict, use_gap: bool) -> np.ndarray:
@@ -125,7 +132,7 @@ def plot_compare_heatmaps(entries: list[CompareEntry], split: str, path) -> Path
     extent = (xs[0] - dx / 2, xs[-1] + dx / 2, ys[0] - dy / 2, ys[-1] + dy / 2)
     names = entries[0].result.get("param_names") or ["ψ₀", "ψ₁"]
     annotate = len(xs) <= 8 and len(ys) <= 8
-    unit = _unit(entries[0].result)
+    unit = budget_unit(entries[0].result)
 
     fig = Figure(figsize=(3.0 * len(steps) + 1.2, 2.8 * len(entries) + 0.6))
     axes = np.asarray(fig.subplots(len(entries), len(steps), sharex=True, sharey=True,
@@ -161,7 +168,7 @@ def plot_compare_heatmaps(entries: list[CompareEntry], split: str, path) -> Path
         fig.colorbar(image, ax=list(axes.ravel()), label=what, shrink=0.9)
     fig.suptitle(f"{entries[0].result['family']} ({split}): {what} per task, n = {unit}",
                  y=1.0)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_worst_case(entries: list[CompareEntry], split: str, out_dir
@@ -280,4 +287,4 @@ def plot_visited_tasks(run_dirs, path, labels=None) -> Path:
         fig.colorbar(scatter, ax=list(axes), label="visiting order", shrink=0.9)
     families = sorted({r["family"] or "?" for r in runs})
     fig.suptitle(f"tasks visited during meta-training ({', '.join(families)})", y=1.02)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -18,22 +18,25 @@ they work headless and in threads.
 
 from __future__ import annotations
 
-import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import AdaptrlError
+from .gap_report import write_worst_case
 from .protocol import eval_dir, read_eval_json, write_file
+from .report_common import (
+    CompareEntry,
+    budget_unit,
+    format_number,
+    grid_layout,
+    same_tasks,
+    save_png,
+)
 
 MAX_ANNOTATED_CELLS = 8  # write the value into each heatmap cell up to 8×8 grids
-
-
-def _num(x) -> str:
-    return "—" if x is None else f"{x:.2f}"
 
 
 def _budget_stats(result: dict, key: str) -> list[float]:
@@ -51,7 +54,7 @@ def format_table(result: dict) -> str:
         f"**{result['algo']}** on `{result['family']}`, split `{result['split']}`: "
         f"{len(result['tasks'])} tasks × {result['episodes']} episodes"
         + (f", horizon {result['horizon']}" if result.get("horizon") else "")
-        + f"; budget n = {_unit(result)}",
+        + f"; budget n = {budget_unit(result)}",
         "",
         "| n | return (mean ± ci95) | gap mean | gap max | oracle | adapt ms/task "
         "| samples/task |",
@@ -59,18 +62,12 @@ def format_table(result: dict) -> str:
     ]
     for b, n in enumerate(result["steps"]):
         ci = s["ci95"][b]
-        ret = _num(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}")
+        ret = format_number(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}")
         gap_mean = None if s["gap_mean"] is None else s["gap_mean"][b]
         gap_max = None if s["gap_max"] is None else s["gap_max"][b]
-        lines.append(f"| {n} | {ret} | {_num(gap_mean)} | {_num(gap_max)} | "
-                     f"{_num(s['oracle_mean'])} | {ms[b]:.1f} | {samples[b]:.0f} |")
+        lines.append(f"| {n} | {ret} | {format_number(gap_mean)} | {format_number(gap_max)} | "
+                     f"{format_number(s['oracle_mean'])} | {ms[b]:.1f} | {samples[b]:.0f} |")
     return "\n".join(lines) + "\n"
-
-
-def _save(fig: Figure, path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return write_file(path, buffer.getvalue())
 
 
 def plot_curve(result: dict, path) -> Path:
@@ -83,13 +80,8 @@ def plot_curve(result: dict, path) -> Path:
                 oracle_label=f"oracle ({kind})" if kind else "oracle")
     ax.set_title(f"{result['algo']} on {result['family']} ({result['split']}, "
                  f"{len(result['tasks'])} tasks)")
-    _finish_curve_axes(ax, result["steps"], _unit(result))
-    return _save(fig, path)
-
-
-def _unit(result: dict) -> str:
-    """What the budgets of an evaluation count (older eval.json files: adaptation steps)."""
-    return result.get("budget_unit", "adaptation steps")
+    _finish_curve_axes(ax, result["steps"], budget_unit(result))
+    return save_png(fig, path)
 
 
 def _draw_curve(ax, result: dict, label: str, color: str, oracle_label: str = "oracle",
@@ -115,22 +107,6 @@ def _finish_curve_axes(ax, steps, unit: str = "adaptation steps") -> None:
         ax.set_xticks(sorted(set(int(n) for n in steps)))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-
-
-def grid_layout(tasks) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """If 2-D task parameters ``[T, 2]`` form a full rectangular grid (≥ 2 values per axis),
-    ``(xs [X], ys [Y], cell [T, 2])`` with ``cell[i] = (row iy, column ix)`` of task i;
-    otherwise None."""
-    tasks = np.asarray(tasks, dtype=np.float64)
-    if tasks.ndim != 2 or tasks.shape[1] != 2:
-        return None
-    xs, ix = np.unique(tasks[:, 0], return_inverse=True)
-    ys, iy = np.unique(tasks[:, 1], return_inverse=True)
-    if len(xs) < 2 or len(ys) < 2 or len(tasks) != len(xs) * len(ys):
-        return None
-    if len(set(zip(ix.tolist(), iy.tolist()))) != len(tasks):
-        return None
-    return xs, ys, np.stack([iy, ix], axis=1)
 
 
 def plot_gap_heatmap(result: dict, path) -> Path | None:
@@ -174,7 +150,7 @@ def plot_gap_heatmap(result: dict, path) -> Path | None:
     axes[0].set_ylabel(names[1])
     fig.colorbar(image, ax=list(axes), label=what, shrink=0.9)
     fig.suptitle(f"{result['algo']} on {result['family']}: {what} per task", y=1.02)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_reports(result: dict, out_dir) -> dict[str, Path]:
@@ -190,15 +166,6 @@ def write_reports(result: dict, out_dir) -> dict[str, Path]:
 
 
 # ─── several runs ────────────────────────────────────────────────────────────────────────────
-@dataclass
-class CompareEntry:
-    """One run in a comparison: its label (``algo (folder)``), folder and eval dict."""
-
-    label: str
-    run_dir: Path
-    result: dict
-
-
 def load_compare_entries(run_dirs, split: str) -> list[CompareEntry]:
     """Each run's ``eval/<split>/eval.json``; AdaptrlError naming the run that lacks one."""
     if not run_dirs:
@@ -243,17 +210,11 @@ def default_compare_dir(run_dirs, split: str) -> Path:
     return default_compare_parent(run_dirs) / f"compare-{split}"
 
 
-def same_tasks(entries: list[CompareEntry]) -> bool:
-    """Whether every run was evaluated on the same task parameters."""
-    first = [t["params"] for t in entries[0].result["tasks"]]
-    return all([t["params"] for t in e.result["tasks"]] == first for e in entries[1:])
-
-
 def format_compare_table(entries: list[CompareEntry], split: str) -> str:
     """Markdown: one row per run, one column per budget (mean return ± ci95), plus the oracle."""
     steps = sorted({int(n) for e in entries for n in e.result["steps"]})
     family = entries[0].result["family"]
-    units = sorted({_unit(e.result) for e in entries})
+    units = sorted({budget_unit(e.result) for e in entries})
     lines = [f"`{family}`, split `{split}`: mean return per episode after a budget n "
              f"({'; '.join(units)})"]
     if not same_tasks(entries):
@@ -272,9 +233,9 @@ def format_compare_table(entries: list[CompareEntry], split: str) -> str:
                 continue
             b = by_step[n]
             ci = s["ci95"][b]
-            cells.append(_num(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}"))
-        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {_num(s['oracle_mean'])} | "
-                     f"{_unit(e.result)} |")
+            cells.append(format_number(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}"))
+        lines.append(f"| {e.label} | " + " | ".join(cells)
+                     + f" | {format_number(s['oracle_mean'])} | {budget_unit(e.result)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +248,7 @@ def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
     oracles = [e.result["summary"]["oracle_mean"] for e in entries]
     known = [o for o in oracles if o is not None]
     shared = bool(known) and len(known) == len(oracles) and bool(np.allclose(known, known[0]))
-    units = {_unit(e.result) for e in entries}
+    units = {budget_unit(e.result) for e in entries}
     by_samples = len(units) > 1
     for i, e in enumerate(entries):
         result = e.result
@@ -301,7 +262,7 @@ def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
     ax.set_title(f"{entries[0].result['family']} ({split})")
     _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]],
                        "adaptation samples per task" if by_samples else units.pop())
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _without_oracle(result: dict) -> dict:
@@ -312,8 +273,6 @@ def _without_oracle(result: dict) -> dict:
 def write_compare(run_dirs, split: str, out_dir=None) -> tuple[str, dict[str, Path]]:
     """Compare runs on ``split``: write compare.md and compare.png into ``out_dir`` (default
     `default_compare_dir`); returns the table and ``{"table": ..., "plot": ...}``."""
-    from .gap_report import write_worst_case
-
     entries = load_compare_entries(run_dirs, split)
     out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
     table = format_compare_table(entries, split)
