@@ -29,6 +29,7 @@ from matplotlib.patches import Rectangle
 from ..errors import AdaptrlError
 from ..tasks import get_family
 from .report_common import (
+    MAX_ANNOTATED_CELLS,
     CompareEntry,
     budget_unit,
     format_number,
@@ -131,7 +132,7 @@ def plot_compare_heatmaps(entries: list[CompareEntry], split: str, path) -> Path
     dx, dy = np.diff(xs).min(), np.diff(ys).min()
     extent = (xs[0] - dx / 2, xs[-1] + dx / 2, ys[0] - dy / 2, ys[-1] + dy / 2)
     names = entries[0].result.get("param_names") or ["ψ₀", "ψ₁"]
-    annotate = len(xs) <= 8 and len(ys) <= 8
+    annotate = len(xs) <= MAX_ANNOTATED_CELLS and len(ys) <= MAX_ANNOTATED_CELLS
     unit = budget_unit(entries[0].result)
 
     fig = Figure(figsize=(3.0 * len(steps) + 1.2, 2.8 * len(entries) + 0.6))

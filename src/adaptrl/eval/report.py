@@ -28,6 +28,7 @@ from ..errors import AdaptrlError
 from .gap_report import write_worst_case
 from .protocol import eval_dir, read_eval_json, write_file
 from .report_common import (
+    MAX_ANNOTATED_CELLS,
     CompareEntry,
     budget_unit,
     format_number,
@@ -35,8 +36,6 @@ from .report_common import (
     same_tasks,
     save_png,
 )
-
-MAX_ANNOTATED_CELLS = 8  # write the value into each heatmap cell up to 8×8 grids
 
 
 def _budget_stats(result: dict, key: str) -> list[float]:

@@ -23,6 +23,8 @@ from matplotlib.figure import Figure
 
 from .protocol import write_file
 
+MAX_ANNOTATED_CELLS = 8  # write the value into each heatmap cell up to 8×8 grids
+
 
 @dataclass
 class CompareEntry:
