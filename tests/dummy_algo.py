@@ -28,7 +28,7 @@ CRASH_ENV = "ADAPTRL_DUMMY_CRASH_AT"
 class DummyConfig(BaseConfig):
     iterations: int = option(6, "meta-training iterations")
     checkpoint_every: int = option(2, "write a checkpoint every k iterations (and at the end)")
-    lr: float = option(0.05, "SGD step size")
+    lr: float = option(0.05, "SGD step size", gt=0)
     momentum: float = option(0.9, "SGD momentum")
     batch: int = option(16, "samples per step")
     shuffle: bool = option(False, "a boolean (unused)")
@@ -36,11 +36,6 @@ class DummyConfig(BaseConfig):
     tag: str = option("plain", "a free-form string")
     clip: float | None = option(None, "gradient clip norm; none: no clipping")
     widths: list[float] = option([0.5, 1.5], "a list of floats")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 @register_algorithm

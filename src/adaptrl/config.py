@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from .errors import AdaptrlError, UnknownNameError
+from .options import field_range
 
 PRESET_ROOT = Path(__file__).parent / "presets"
 """Where named presets live: ``PRESET_ROOT/<algo>/<preset>.yaml``."""
@@ -338,8 +339,12 @@ def describe_options(algo, config=None) -> str:
     for field in dataclasses.fields(config):
         kind = _field_kind(type(config), field)
         type_name = kind.describe().split(" like ")[0].replace("a list of", "list of")
+        help_text = field.metadata.get("help", "")
+        bounds = field_range(config, field.name)
+        if bounds is not None:
+            help_text += f" (must be {bounds.requirement()})"
         rows.append((field.name, type_name.removeprefix("an ").removeprefix("a "),
-                     _format_value(getattr(config, field.name)), field.metadata.get("help", "")))
+                     _format_value(getattr(config, field.name)), help_text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3] for r in rows]
     presets = list_presets(algo_cls)

@@ -55,7 +55,7 @@ import torch
 
 from ..nets import GaussianMLPPolicy, Params
 from ..nets.dynamics import DynamicsModel
-from ..optim import conjugate_gradient_normal, flat_grad
+from ..optim import TRPOOptions, conjugate_gradient_normal, flat_grad
 from ..sampling import Episodes, LinearFeatureBaseline, ReplayBuffer, Sampler
 from ..sampling.virtual import VirtualSampler
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, register_algorithm
@@ -63,8 +63,9 @@ from .pg import normalize_per_task, per_task_trpo_step
 
 
 @dataclass
-class AdMRLConfig(BaseConfig):
-    """AdMRL / MB-Unif / MB-Gauss settings (names of Appendix C where it has one)."""
+class AdMRLConfig(TRPOOptions, BaseConfig):
+    """AdMRL / MB-Unif / MB-Gauss settings (names of Appendix C where it has one); the TRPO
+    steps on model rollouts take `TRPOOptions`' fields (listed after `BaseConfig`'s)."""
 
     iterations: int = option(10, "training tasks n_tasks (Algorithm 1 trains one task per "
                                  "iteration)")
@@ -77,73 +78,52 @@ class AdMRLConfig(BaseConfig):
     activation: str = option("tanh", "policy activation: relu, tanh or elu")
     init_log_std: float = option(0.0, "initial log standard deviation of each new policy")
     # ── the dynamics model T̂_φ ──
-    model_hidden_sizes: list = option([200, 200], "dynamics model hidden layer widths")
+    model_hidden_sizes: list = option([200, 200], "dynamics model hidden layer widths",
+                                      item_ge=1, nonempty=True)
     model_activation: str = option("relu", "dynamics model activation: relu, tanh or elu")
     model_ensemble: int = option(1, "dynamics ensemble size (each rollout step is answered by "
-                                    "a random member)")
-    model_lr: float = option(1e-3, "Adam learning rate of the dynamics model")
-    model_batch: int = option(128, "minibatch size of each model step")
-    model_buffer: int = option(200_000, "real transitions kept in D (oldest dropped)")
+                                    "a random member)", ge=1)
+    model_lr: float = option(1e-3, "Adam learning rate of the dynamics model", gt=0)
+    model_batch: int = option(128, "minibatch size of each model step", ge=1)
+    model_buffer: int = option(200_000, "real transitions kept in D (oldest dropped)", ge=1)
     model_clamp_margin: float = option(0.5, "model predictions are clamped to the observed "
-                                            "state range widened by this fraction of its width")
+                                            "state range widened by this fraction of its width",
+                                       ge=0)
     # ── Algorithm 1 and 2 schedules ──
-    n_zeroshot: int = option(40, "virtual-training iterations of zero-shot adaptation")
-    n_slbo: int = option(3, "SLBO iterations per training task (real collections)")
-    n_slbo_first: int = option(10, "SLBO iterations for the first training task")
-    n_inner: int = option(20, "virtual-training iterations after each real collection")
-    n_model: int = option(100, "model steps per virtual-training iteration")
-    n_policy: int = option(20, "TRPO steps per virtual-training iteration")
+    n_zeroshot: int = option(40, "virtual-training iterations of zero-shot adaptation", ge=0)
+    n_slbo: int = option(3, "SLBO iterations per training task (real collections)", ge=1)
+    n_slbo_first: int = option(10, "SLBO iterations for the first training task", ge=1)
+    n_inner: int = option(20, "virtual-training iterations after each real collection", ge=1)
+    n_model: int = option(100, "model steps per virtual-training iteration", ge=0)
+    n_policy: int = option(20, "TRPO steps per virtual-training iteration", ge=1)
     virtual_episodes: int = option(50, "virtual episodes per task per TRPO step (n_trpo = "
-                                       "virtual_episodes × virtual_horizon)")
-    virtual_horizon: int = option(0, "length of model rollouts; 0 means the episode horizon")
-    # ── TRPO on model rollouts ──
-    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)")
-    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step")
-    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product")
-    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor")
-    ls_max_steps: int = option(15, "line-search trials before the step is refused")
+                                       "virtual_episodes × virtual_horizon)", ge=1)
+    virtual_horizon: int = option(0, "length of model rollouts; 0 means the episode horizon",
+                                  ge=0)
+    # ── TRPO on model rollouts (max_kl, cg_iters, ... come from TRPOOptions) ──
     normalize_advantages: bool = option(True, "centre and scale advantages per task for TRPO")
     # ── task search ──
-    task_lr: float = option(2.0, "AdMRL: step size α of projected gradient ascent on ψ")
+    task_lr: float = option(2.0, "AdMRL: step size α of projected gradient ascent on ψ", ge=0)
     task_steps: int = option(1, "AdMRL: ascent steps on ψ per training task (later steps "
                                 "relabel the same real rollouts with the moved ψ and draw new "
-                                "model rollouts)")
-    task_cg_iters: int = option(200, "AdMRL: CG iterations on the normal equations AᵀAy = Aᵀg")
+                                "model rollouts)", ge=1)
+    task_cg_iters: int = option(200, "AdMRL: CG iterations on the normal equations AᵀAy = Aᵀg",
+                                ge=1)
     task_cg_damping: float = option(1e-4, "AdMRL: Tikhonov λ of the normal equations "
-                                          "(AᵀA + λI)y = Aᵀg")
+                                          "(AᵀA + λI)y = Aᵀg", ge=0)
     task_grad_per_step: bool = option(True, "AdMRL: measure the gap L per time step (the "
                                             "gradient divided by the horizon)")
     task_grad_fresh: bool = option(False, "AdMRL: roll π_θ* out afresh for ∂η*/∂ψ|θ* (costs "
                                           "fast_batch extra episodes per task) instead of "
                                           "reusing the last SLBO collection")
     task_std: float = option(1.0, "MB-Gauss: standard deviation of the task Gaussian around "
-                                  "the centre of Ψ")
+                                  "the centre of Ψ", gt=0)
 
     def validate(self) -> None:
         super().validate()
         if self.meta_batch != 1:
             raise ValueError(f"meta_batch must be 1 for model-based methods (one task per "
                              f"iteration, Algorithm 1), got {self.meta_batch}")
-        positive = ("model_ensemble", "model_batch", "model_buffer", "n_slbo", "n_slbo_first",
-                    "n_inner", "n_policy", "virtual_episodes", "cg_iters", "ls_max_steps",
-                    "task_steps", "task_cg_iters")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("n_zeroshot", "n_model", "virtual_horizon"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        if not self.model_hidden_sizes or any(int(h) < 1 for h in self.model_hidden_sizes):
-            raise ValueError(f"model_hidden_sizes must be positive widths, got "
-                             f"{self.model_hidden_sizes}")
-        for name in ("model_lr", "max_kl", "task_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("task_lr", "cg_damping", "task_cg_damping", "model_clamp_margin"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        if not 0 < self.ls_backtrack_ratio < 1:
-            raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
 
 
 # ─── the task-gradient estimators (Eqs. 2–7), generic over callables so they can be tested ──
@@ -360,10 +340,7 @@ class ModelBasedMeta(MetaAlgorithm):
         """One TRPO step of the per-task parameters ``theta`` (leaves ``[T, ...]``) in place."""
         cfg = self.config
         adv = self.advantages(episodes, cfg.normalize_advantages).detach()
-        return per_task_trpo_step(self.policy, theta, episodes, adv, max_kl=cfg.max_kl,
-                                  cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
-                                  backtrack_ratio=cfg.ls_backtrack_ratio,
-                                  max_backtracks=cfg.ls_max_steps)
+        return per_task_trpo_step(self.policy, theta, episodes, adv, **cfg.trpo_kwargs())
 
     def virtual_training(self, theta: Params, tasks: np.ndarray, n: int, rng, model, optimizer,
                          data, fit_model: bool) -> dict[str, float]:

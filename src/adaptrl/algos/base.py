@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import UnknownNameError
-from ..options import option
+from ..options import check_ranges, option
 from ..sampling import Actor, Sampler
 from ..tasks import TaskFamily
 
@@ -32,29 +32,23 @@ from ..tasks import TaskFamily
 class BaseConfig:
     """Fields every method has. Subclasses add their own (flat, typed, each with help)."""
 
-    iterations: int = option(100, "meta-training iterations")
-    checkpoint_every: int = option(10, "write a checkpoint every k iterations (and at the end)")
-    meta_batch: int = option(20, "tasks per meta-iteration")
-    fast_batch: int = option(20, "episodes per task for each adaptation step")
-    horizon: int = option(0, "episode length; 0 means the family's horizon")
-    hidden_sizes: list = option([100, 100], "policy hidden layer widths")
+    iterations: int = option(100, "meta-training iterations", ge=1)
+    checkpoint_every: int = option(10, "write a checkpoint every k iterations (and at the end)",
+                                   ge=1)
+    meta_batch: int = option(20, "tasks per meta-iteration", ge=1)
+    fast_batch: int = option(20, "episodes per task for each adaptation step", ge=1)
+    horizon: int = option(0, "episode length; 0 means the family's horizon", ge=0)
+    hidden_sizes: list = option([100, 100], "policy hidden layer widths", item_ge=1,
+                                nonempty=True)
     activation: str = option("relu", "policy activation: relu, tanh or elu")
-    gamma: float = option(0.99, "discount")
-    gae_lambda: float = option(1.0, "GAE λ (1.0: Monte-Carlo returns minus baseline, as MAML)")
+    gamma: float = option(0.99, "discount", gt=0, le=1)
+    gae_lambda: float = option(1.0, "GAE λ (1.0: Monte-Carlo returns minus baseline, as MAML)",
+                               ge=0, le=1)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
-        for name in ("iterations", "checkpoint_every", "meta_batch", "fast_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.horizon < 0:
-            raise ValueError(f"horizon must be ≥ 0, got {self.horizon}")
-        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        """Raise ValueError naming the first impossible value: every field's declared range
+        (`check_ranges`, inherited fields included); subclasses add cross-field rules."""
+        check_ranges(self)
 
 
 @dataclass

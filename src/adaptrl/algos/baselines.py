@@ -78,9 +78,7 @@ class MultiTaskPretrain(PolicyGradientMethod):
             return masked_task_mean(policy.kl(obs, old, policy.params()), mask).mean()
 
         fvp = self.fisher_vector_product(subsample_episodes(episodes, cfg.cg_subsample))
-        info = trpo_step(list(policy.parameters()), surrogate, mean_kl, max_kl=cfg.max_kl,
-                         cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
-                         backtrack_ratio=cfg.ls_backtrack_ratio, max_backtracks=cfg.ls_max_steps,
+        info = trpo_step(list(policy.parameters()), surrogate, mean_kl, **cfg.trpo_kwargs(),
                          fvp=fvp)
         metrics.update(trpo_metrics(info))
         metrics["time/sample_s"] = sample_s

@@ -49,42 +49,25 @@ from .offpolicy import OffPolicyConfig, OffPolicyMethod
 @dataclass
 class FLAPConfig(OffPolicyConfig):
     collect_episodes: int = option(5, "episodes per collecting task and iteration, each task "
-                                      "acting with its own head")
+                                      "acting with its own head", ge=1)
     adapter_hidden: list = option([256, 256], "hidden widths of the adapter's per-transition "
-                                  "network")
+                                  "network", item_ge=1, nonempty=True)
     adapter_decoder: list[int] = option([], "hidden widths of the adapter's decoder after "
                                         "averaging (empty: the mean of per-transition "
-                                        "predictions, FLAP's rule)")
-    adapter_lr: float = option(3e-4, "Adam learning rate of the adapter")
+                                        "predictions, FLAP's rule)", item_ge=1)
+    adapter_lr: float = option(3e-4, "Adam learning rate of the adapter", gt=0)
     adapter_batch: int = option(64, "transitions per task whose mean prediction is regressed "
-                                    "onto the task's head in each adapter step")
+                                    "onto the task's head in each adapter step", ge=1)
     adapt_transitions: int = option(0, "meta-test: predict the head from only the first k "
-                                       "context transitions (0: all of them)")
+                                       "context transitions (0: all of them)", ge=0)
     adapter_data: Literal["explore", "replay"] = option(
         "explore", "adapter training contexts: 'explore' = episodes collected the way meta-test "
         "collects them (context_rounds rounds: the mean head, then predicted heads); 'replay' = "
         "the task's own replay data (collected by its own head)")
     context_rounds: int = option(1, "explore: context rounds (fast_batch episodes each) per "
-                                    "collecting task and iteration")
-    context_capacity: int = option(10_000, "explore: transitions kept per task for contexts")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.collect_episodes < 1:
-            raise ValueError(f"collect_episodes must be ≥ 1, got {self.collect_episodes}")
-        if not self.adapter_hidden or any(int(h) < 1 for h in self.adapter_hidden):
-            raise ValueError(f"adapter_hidden must be positive widths, got {self.adapter_hidden}")
-        if any(int(h) < 1 for h in self.adapter_decoder):
-            raise ValueError(f"adapter_decoder must be positive widths, got "
-                             f"{self.adapter_decoder}")
-        if self.adapter_lr <= 0:
-            raise ValueError(f"adapter_lr must be > 0, got {self.adapter_lr}")
-        if self.adapter_batch < 1:
-            raise ValueError(f"adapter_batch must be ≥ 1, got {self.adapter_batch}")
-        if self.context_rounds < 1 or self.context_capacity < 1:
-            raise ValueError("context_rounds and context_capacity must be ≥ 1")
-        if self.adapt_transitions < 0:
-            raise ValueError(f"adapt_transitions must be ≥ 0, got {self.adapt_transitions}")
+                                    "collecting task and iteration", ge=1)
+    context_capacity: int = option(10_000, "explore: transitions kept per task for contexts",
+                                   ge=1)
 
 
 @register_algorithm

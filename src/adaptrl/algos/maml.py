@@ -44,12 +44,9 @@ from .pg import (
 
 @dataclass
 class MAMLConfig(PGConfig):
+    inner_steps: int = option(1, "adaptation steps during meta-training", ge=1,
+                              message="{name} must be ≥ 1 for MAML, got {value}")
     first_order: bool = option(False, "FOMAML: treat the inner update's Jacobian as identity")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be ≥ 1 for MAML, got {self.inner_steps}")
 
 
 @register_algorithm
@@ -177,9 +174,7 @@ class MAML(PolicyGradientMethod):
             return cache
 
         return trpo_step(list(self.policy.parameters()), lambda: candidate()["loss"],
-                         lambda: candidate()["kl"], max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
-                         cg_damping=cfg.cg_damping, backtrack_ratio=cfg.ls_backtrack_ratio,
-                         max_backtracks=cfg.ls_max_steps, fvp=fvp,
+                         lambda: candidate()["kl"], **cfg.trpo_kwargs(), fvp=fvp,
                          gradient=(loss_before, grad))
 
     def meta_gradient(self, hessians, post: Episodes, post_adv, post_trace: MLPTrace):

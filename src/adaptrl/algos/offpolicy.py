@@ -36,12 +36,16 @@ class OffPolicyConfig(BaseConfig, SACConfig):
     meta_batch: int = option(16, "training tasks in each gradient step")
     fast_batch: int = option(1, "episodes per task in each meta-test adaptation round")
     hidden_sizes: list = option([256, 256], "hidden widths of the actor and the critics")
-    num_train_tasks: int = option(100, "training tasks, drawn once from the family's train split")
-    initial_episodes: int = option(10, "episodes per training task collected before training")
-    tasks_per_iteration: int = option(5, "training tasks that collect new data each iteration")
-    updates_per_iteration: int = option(2000, "gradient steps per iteration")
-    replay_capacity: int = option(100_000, "transitions kept per training task")
-    reward_scale: float = option(5.0, "rewards are multiplied by this in the SAC losses")
+    # every training task needs data before the first update samples it
+    num_train_tasks: int = option(100, "training tasks, drawn once from the family's train split",
+                                  ge=1)
+    initial_episodes: int = option(10, "episodes per training task collected before training",
+                                   ge=1)
+    tasks_per_iteration: int = option(5, "training tasks that collect new data each iteration",
+                                      ge=1)
+    updates_per_iteration: int = option(2000, "gradient steps per iteration", ge=0)
+    replay_capacity: int = option(100_000, "transitions kept per training task", ge=1)
+    reward_scale: float = option(5.0, "rewards are multiplied by this in the SAC losses", gt=0)
     use_next_obs_in_context: bool = option(True, "transitions in a context include s'")
     eval_deterministic: bool = option(True, "act with the policy's mean action at meta-test")
     checkpoint_replay: bool = option(
@@ -49,24 +53,15 @@ class OffPolicyConfig(BaseConfig, SACConfig):
         "run refills the buffers with fresh initial episodes")
 
     def validate(self) -> None:
+        # the ranges of both bases' fields, once (a field both declare, such as gamma, has
+        # BaseConfig's declaration: it comes first in the MRO)
         BaseConfig.validate(self)
-        SACConfig.validate(self)
-        # every training task needs data before the first update samples it
-        for name in ("num_train_tasks", "tasks_per_iteration", "replay_capacity",
-                     "initial_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.updates_per_iteration < 0:
-            raise ValueError(f"updates_per_iteration must be ≥ 0, got "
-                             f"{self.updates_per_iteration}")
         if self.meta_batch > self.num_train_tasks:
             raise ValueError(f"meta_batch ({self.meta_batch}) cannot exceed num_train_tasks "
                              f"({self.num_train_tasks})")
         if self.tasks_per_iteration > self.num_train_tasks:
             raise ValueError(f"tasks_per_iteration ({self.tasks_per_iteration}) cannot exceed "
                              f"num_train_tasks ({self.num_train_tasks})")
-        if self.reward_scale <= 0:
-            raise ValueError(f"reward_scale must be > 0, got {self.reward_scale}")
 
     def sac_config(self) -> SACConfig:
         """The `SACConfig` part of this config."""

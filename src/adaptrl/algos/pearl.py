@@ -37,30 +37,24 @@ from .offpolicy import OffPolicyConfig, OffPolicyMethod
 
 @dataclass
 class PEARLConfig(OffPolicyConfig):
-    latent_dim: int = option(5, "size of the latent task variable z")
-    encoder_hidden: list = option([200, 200, 200], "hidden widths of the context encoder")
-    encoder_lr: float = option(3e-4, "Adam learning rate of the context encoder")
-    kl_lambda: float = option(0.1, "β: weight of KL(q(z|c) ‖ N(0, I)), summed over tasks")
-    embedding_batch: int = option(100, "context transitions per task in each gradient step")
-    context_capacity: int = option(10_000, "transitions kept per task in the context buffer")
-    prior_episodes: int = option(2, "episodes per collecting task with z from the prior")
-    posterior_episodes: int = option(0, "episodes with z from the posterior, to both buffers")
-    extra_rl_episodes: int = option(3, "episodes with z from the posterior, replay only")
+    latent_dim: int = option(5, "size of the latent task variable z", positive=True)
+    encoder_hidden: list = option([200, 200, 200], "hidden widths of the context encoder",
+                                  item_ge=1, nonempty=True)
+    encoder_lr: float = option(3e-4, "Adam learning rate of the context encoder", positive=True)
+    kl_lambda: float = option(0.1, "β: weight of KL(q(z|c) ‖ N(0, I)), summed over tasks", ge=0)
+    embedding_batch: int = option(100, "context transitions per task in each gradient step",
+                                  positive=True)
+    context_capacity: int = option(10_000, "transitions kept per task in the context buffer",
+                                   positive=True)
+    prior_episodes: int = option(2, "episodes per collecting task with z from the prior", ge=0)
+    posterior_episodes: int = option(0, "episodes with z from the posterior, to both buffers",
+                                     ge=0)
+    extra_rl_episodes: int = option(3, "episodes with z from the posterior, replay only", ge=0)
     adapt_z: Literal["mean", "sample"] = option(
         "mean", "meta-test policy: act with the posterior mean of z, or with a sample")
 
     def validate(self) -> None:
         super().validate()
-        for name in ("latent_dim", "embedding_batch", "context_capacity", "encoder_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.encoder_hidden or any(int(h) < 1 for h in self.encoder_hidden):
-            raise ValueError(f"encoder_hidden must be positive widths, got {self.encoder_hidden}")
-        if self.kl_lambda < 0:
-            raise ValueError(f"kl_lambda must be ≥ 0, got {self.kl_lambda}")
-        for name in ("prior_episodes", "posterior_episodes", "extra_rl_episodes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.prior_episodes + self.posterior_episodes + self.extra_rl_episodes < 1:
             raise ValueError("collect at least one episode per iteration (prior_episodes, "
                              "posterior_episodes or extra_rl_episodes)")

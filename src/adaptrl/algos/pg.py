@@ -25,43 +25,23 @@ import torch
 
 from ..nets import GaussianMLPPolicy, Params
 from ..nets.curvature import MLPTrace, neg_log_prob_curvature
-from ..optim import flat_dict, trpo_step, unflat_dict
+from ..optim import TRPOOptions, flat_dict, trpo_step, unflat_dict
 from ..sampling import Episodes, LinearFeatureBaseline
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
 
 
 @dataclass
-class PGConfig(BaseConfig):
-    """Settings shared by the policy-gradient meta-learners (MAML defaults)."""
+class PGConfig(TRPOOptions, BaseConfig):
+    """Settings shared by the policy-gradient meta-learners (MAML defaults); the TRPO step's
+    fields come from `TRPOOptions` (listed after `BaseConfig`'s); ``validate()`` is
+    `BaseConfig`'s (every declared range)."""
 
-    inner_lr: float = option(0.1, "inner (adaptation) step size α")
-    inner_steps: int = option(1, "adaptation steps during meta-training")
+    inner_lr: float = option(0.1, "inner (adaptation) step size α", ge=0)
+    inner_steps: int = option(1, "adaptation steps during meta-training", ge=0)
     normalize_advantages: bool = option(True, "centre and scale advantages per task")
     init_log_std: float = option(0.0, "initial log standard deviation of the policy")
-    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)")
-    cg_iters: int = option(10, "conjugate-gradient iterations of the TRPO step")
-    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product")
     cg_subsample: float = option(1.0, "fraction of each task's episodes used for the curvature "
-                                 "(Fisher/Hessian-vector) products of the TRPO step")
-    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor")
-    ls_max_steps: int = option(15, "line-search trials before the step is refused")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.inner_lr < 0:
-            raise ValueError(f"inner_lr must be ≥ 0, got {self.inner_lr}")
-        if self.inner_steps < 0:
-            raise ValueError(f"inner_steps must be ≥ 0, got {self.inner_steps}")
-        if self.max_kl <= 0:
-            raise ValueError(f"max_kl must be > 0, got {self.max_kl}")
-        if self.cg_iters < 1 or self.ls_max_steps < 1:
-            raise ValueError("cg_iters and ls_max_steps must be ≥ 1")
-        if not 0 < self.ls_backtrack_ratio < 1:
-            raise ValueError(f"ls_backtrack_ratio must be in (0, 1), got {self.ls_backtrack_ratio}")
-        if not 0 < self.cg_subsample <= 1:
-            raise ValueError(f"cg_subsample must be in (0, 1], got {self.cg_subsample}")
-        if self.cg_damping < 0:
-            raise ValueError(f"cg_damping must be ≥ 0, got {self.cg_damping}")
+                                 "(Fisher/Hessian-vector) products of the TRPO step", gt=0, le=1)
 
 
 def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:

@@ -20,15 +20,9 @@ from .pg import PGConfig, PolicyGradientMethod, episode_metrics
 
 @dataclass
 class ReptileConfig(PGConfig):
-    reptile_steps: int = option(3, "k: policy-gradient steps per task in each meta-iteration")
-    meta_lr: float = option(1.0, "ε: step toward the mean adapted parameters")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.reptile_steps < 1:
-            raise ValueError(f"reptile_steps must be ≥ 1, got {self.reptile_steps}")
-        if not 0 < self.meta_lr:
-            raise ValueError(f"meta_lr must be > 0, got {self.meta_lr}")
+    reptile_steps: int = option(3, "k: policy-gradient steps per task in each meta-iteration",
+                                ge=1)
+    meta_lr: float = option(1.0, "ε: step toward the mean adapted parameters", gt=0)
 
 
 @register_algorithm

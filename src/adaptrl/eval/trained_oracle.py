@@ -50,7 +50,8 @@ from .. import __version__
 from ..algos.pg import normalize_per_task, per_task_trpo_step
 from ..errors import AdaptrlError
 from ..nets import GaussianMLPPolicy, Params
-from ..options import option
+from ..optim.trpo import TRPOOptions
+from ..options import check_ranges, option
 from ..sampling import Episodes, LinearFeatureBaseline, Sampler
 from ..tasks import REGISTRY, TaskFamily, get_family
 from .oracles import ORACLES, Oracle, register_oracle
@@ -62,39 +63,26 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class OracleTrainingConfig:
-    """How each task's oracle policy is trained (per-task TRPO on the real environment)."""
+class OracleTrainingConfig(TRPOOptions):
+    """How each task's oracle policy is trained (per-task TRPO on the real environment; the
+    TRPO step's fields come from `TRPOOptions`, listed first)."""
 
-    iterations: int = option(200, "TRPO iterations per task")
-    episodes: int = option(10, "real episodes per task per iteration")
-    eval_episodes: int = option(20, "fresh episodes per task measuring A*(ψ) after training")
-    hidden_sizes: list = option([64, 64], "policy hidden layer widths")
+    iterations: int = option(200, "TRPO iterations per task", ge=1)
+    episodes: int = option(10, "real episodes per task per iteration", ge=1)
+    eval_episodes: int = option(20, "fresh episodes per task measuring A*(ψ) after training",
+                                ge=1)
+    hidden_sizes: list = option([64, 64], "policy hidden layer widths", item_ge=1,
+                                nonempty=True)
     activation: str = option("tanh", "policy activation: relu, tanh or elu")
     init_log_std: float = option(0.0, "initial log standard deviation of the policy")
-    gamma: float = option(0.99, "discount")
-    gae_lambda: float = option(0.97, "GAE λ")
-    max_kl: float = option(0.01, "TRPO trust region δ (mean KL of each task's policy)")
-    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step")
-    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product")
-    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor")
-    ls_max_steps: int = option(15, "line-search trials before a step is refused")
+    gamma: float = option(0.99, "discount", gt=0, le=1)
+    gae_lambda: float = option(0.97, "GAE λ", ge=0, le=1)
     seed: int = option(0, "training seed (policy initialisations, episodes)")
 
     def validate(self) -> None:
-        """AdaptrlError naming the first impossible value."""
-        for name in ("iterations", "episodes", "eval_episodes", "cg_iters", "ls_max_steps"):
-            if getattr(self, name) < 1:
-                raise AdaptrlError(f"oracle {name} must be ≥ 1, got {getattr(self, name)}")
-        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
-            raise AdaptrlError(f"oracle hidden_sizes must be positive widths, got "
-                               f"{self.hidden_sizes}")
-        if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise AdaptrlError("oracle gamma must be in (0, 1] and gae_lambda in [0, 1]")
-        if not self.max_kl > 0 or self.cg_damping < 0:
-            raise AdaptrlError("oracle max_kl must be > 0 and cg_damping ≥ 0")
-        if not 0 < self.ls_backtrack_ratio < 1:
-            raise AdaptrlError(f"oracle ls_backtrack_ratio must be in (0, 1), got "
-                               f"{self.ls_backtrack_ratio}")
+        """Raise ValueError naming the first impossible value (every field's declared range);
+        `train_oracle` and `build_oracle` report it as an `AdaptrlError` "oracle ..."."""
+        check_ranges(self)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, (list, tuple)) else v)
@@ -121,10 +109,16 @@ def _advantages(episodes: Episodes, cfg: OracleTrainingConfig) -> torch.Tensor:
 def _trpo_one_task(policy: GaussianMLPPolicy, theta: Params, episodes: Episodes,
                    adv: torch.Tensor, cfg: OracleTrainingConfig) -> dict:
     """One TRPO step of one task's leaves ``theta [1, ...]`` on its ``episodes [1, N, H]``."""
-    return per_task_trpo_step(policy, theta, episodes, adv, max_kl=cfg.max_kl,
-                              cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
-                              backtrack_ratio=cfg.ls_backtrack_ratio,
-                              max_backtracks=cfg.ls_max_steps)
+    return per_task_trpo_step(policy, theta, episodes, adv, **cfg.trpo_kwargs())
+
+
+def _check_config(config: OracleTrainingConfig) -> None:
+    """``config.validate()``, an impossible value reported as one line: `AdaptrlError`
+    ``"oracle <field> must be ..."``."""
+    try:
+        config.validate()
+    except ValueError as err:
+        raise AdaptrlError(f"oracle {err}") from None
 
 
 def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig | None = None,
@@ -140,7 +134,7 @@ def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig |
     family = get_family(family)
     tasks = family.check_tasks(tasks)
     cfg = config or OracleTrainingConfig()
-    cfg.validate()
+    _check_config(cfg)
     H = int(horizon or family.horizon)
     if H < 1:
         raise AdaptrlError(f"horizon must be positive, got {H}")
@@ -333,7 +327,7 @@ def build_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig,
         raise AdaptrlError(f"'{family.name}' has an analytic oracle ({current.description}); "
                            "evaluation uses it, so a trained one would never be read")
     tasks = family.check_tasks(tasks)
-    config.validate()
+    _check_config(config)
     cache = cache or OracleCache()
     H = int(horizon or family.horizon)
     probe = {"family": family.name, "tasks": tasks.tolist(), "horizon": H,

@@ -23,6 +23,7 @@ from .trpo import (
     REFUSED_NON_FINITE_STEP,
     REFUSED_NON_POSITIVE_CURVATURE,
     REFUSED_ZERO_GRADIENT,
+    TRPOOptions,
     backtracking_line_search,
     trpo_search_direction,
     trpo_step,
@@ -31,7 +32,7 @@ from .trpo import (
 __all__ = [
     "REFUSED_LINE_SEARCH", "REFUSED_NON_FINITE_CURVATURE", "REFUSED_NON_FINITE_GRADIENT",
     "REFUSED_NON_FINITE_LOSS", "REFUSED_NON_FINITE_STEP", "REFUSED_NON_POSITIVE_CURVATURE",
-    "REFUSED_ZERO_GRADIENT", "backtracking_line_search", "conjugate_gradient",
+    "REFUSED_ZERO_GRADIENT", "TRPOOptions", "backtracking_line_search", "conjugate_gradient",
     "conjugate_gradient_normal", "flat_dict", "flat_grad", "flatten", "hessian_vector_product",
     "make_hvp", "trpo_search_direction", "trpo_step", "unflat_dict", "unflatten_like",
 ]

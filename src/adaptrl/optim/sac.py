@@ -21,36 +21,32 @@ import torch
 from torch import nn
 
 from ..nets.sac_nets import TanhGaussianActor, TwinQ
-from ..options import option
+from ..options import check_ranges, option
 
 
 @dataclass
 class SACConfig:
     """Hyper-parameters of the SAC update (defaults: the SAC paper's, as in PEARL)."""
 
-    gamma: float = option(0.99, "discount")
-    tau: float = option(0.005, "Polyak rate of the target critics: θ' ← (1−τ)θ' + τθ")
-    actor_lr: float = option(3e-4, "Adam learning rate of the actor")
-    critic_lr: float = option(3e-4, "Adam learning rate of the twin critics")
-    alpha_lr: float = option(3e-4, "Adam learning rate of log α (auto_entropy only)")
-    batch_size: int = option(256, "transitions per task in one update (the caller samples)")
+    gamma: float = option(0.99, "discount", ge=0, le=1)
+    tau: float = option(0.005, "Polyak rate of the target critics: θ' ← (1−τ)θ' + τθ", gt=0,
+                        le=1)
+    actor_lr: float = option(3e-4, "Adam learning rate of the actor", positive=True)
+    critic_lr: float = option(3e-4, "Adam learning rate of the twin critics", positive=True)
+    alpha_lr: float = option(3e-4, "Adam learning rate of log α (auto_entropy only)",
+                             positive=True)
+    batch_size: int = option(256, "transitions per task in one update (the caller samples)",
+                             ge=1)
     hidden_sizes: list = option([256, 256], "hidden widths of the actor and the critics")
     activation: str = option("relu", "activation: relu, tanh or elu")
     auto_entropy: bool = option(True, "tune α so that the policy entropy tracks target_entropy")
     target_entropy: float | None = option(None, "target entropy; None means −act_dim")
-    init_alpha: float = option(1.0, "initial α with auto_entropy, the fixed α without")
+    init_alpha: float = option(1.0, "initial α with auto_entropy, the fixed α without",
+                               positive=True)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        """Raise ValueError naming the first impossible value (every field's declared range)."""
+        check_ranges(self)
 
 
 def soft_critic_target(reward: torch.Tensor, done: torch.Tensor, next_q1: torch.Tensor,

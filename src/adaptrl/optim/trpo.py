@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from ..options import option
 from .cg import (
     STOP_NON_FINITE_CURVATURE,
     MatVec,
@@ -41,6 +43,26 @@ REFUSED_NON_POSITIVE_CURVATURE = "non-positive curvature sᵀHs"
 REFUSED_NON_FINITE_CURVATURE = "non-finite curvature sᵀHs"
 REFUSED_NON_FINITE_STEP = "non-finite step"
 REFUSED_LINE_SEARCH = "line search failed"
+
+
+@dataclass
+class TRPOOptions:
+    """The settings of a TRPO step, declared once for every config that takes TRPO steps
+    (`PGConfig`, `AdMRLConfig`, `OracleTrainingConfig` inherit these fields); their ranges are
+    checked by the inheriting config's ``validate()`` (`adaptrl.options.check_ranges`)."""
+
+    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)", gt=0)
+    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step", ge=1)
+    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product", ge=0)
+    ls_backtrack_ratio: float = option(0.8, "line-search shrink factor", gt=0, lt=1)
+    ls_max_steps: int = option(15, "line-search trials before the step is refused", ge=1)
+
+    def trpo_kwargs(self) -> dict:
+        """The keyword arguments of `trpo_step` (and of ``per_task_trpo_step``) that these
+        options set: ``max_kl``, ``cg_iters``, ``cg_damping``, ``backtrack_ratio``,
+        ``max_backtracks``."""
+        return {"max_kl": self.max_kl, "cg_iters": self.cg_iters, "cg_damping": self.cg_damping,
+                "backtrack_ratio": self.ls_backtrack_ratio, "max_backtracks": self.ls_max_steps}
 
 
 # ── step 1–2: the natural-gradient direction and its length ───────────────────────────────────
@@ -243,5 +265,6 @@ def _check_arguments(params: list[Tensor], max_kl: float, backtrack_ratio: float
 __all__ = [
     "REFUSED_LINE_SEARCH", "REFUSED_NON_FINITE_CURVATURE", "REFUSED_NON_FINITE_GRADIENT",
     "REFUSED_NON_FINITE_LOSS", "REFUSED_NON_FINITE_STEP", "REFUSED_NON_POSITIVE_CURVATURE",
-    "REFUSED_ZERO_GRADIENT", "backtracking_line_search", "trpo_search_direction", "trpo_step",
+    "REFUSED_ZERO_GRADIENT", "TRPOOptions", "backtracking_line_search", "trpo_search_direction",
+    "trpo_step",
 ]
