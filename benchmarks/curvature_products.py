@@ -44,12 +44,12 @@ def main(argv=None):
     algo = cls(family, make_config(cls, args.preset))
     rng = np.random.default_rng(0)
     T = algo.config.meta_batch
-    sampler, tasks = algo.sampler(T), family.sample(T, rng)
+    tasks = family.sample(T, rng)
     params = {k: v.detach() for k, v in algo.policy.expand_params(T).items()}
-    pre = sampler.sample(algo.actor(params), tasks, rng)
+    pre = algo.rollout(algo.actor(params), tasks, rng)
     pre_adv = algo.advantages(pre)
     adapted = {k: v.detach() for k, v in algo.inner_update(params, pre, pre_adv).items()}
-    post = sampler.sample(algo.actor(adapted), tasks, rng)
+    post = algo.rollout(algo.actor(adapted), tasks, rng)
     post_adv = algo.advantages(post)
     inner = [(params, pre, pre_adv)]
     with torch.no_grad():

@@ -43,8 +43,8 @@ class DummyAlgo(MetaAlgorithm):
     name = "dummy-test"
     Config = DummyConfig
 
-    def __init__(self, family, config):
-        super().__init__(family, config)
+    def __init__(self, family, config, sampler=None):
+        super().__init__(family, config, sampler)
         self.model = torch.nn.Linear(3, 1)  # initialised from torch's global RNG
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr,
                                          momentum=config.momentum)
@@ -64,8 +64,7 @@ class DummyAlgo(MetaAlgorithm):
         self.optimizer.step()
         time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
         metrics = {"loss": loss.item(), "return": -loss.item(),
-                   "weight_norm": self.model.weight.norm().item(),
-                   "time/fake_s": time.perf_counter() % 1.0}
+                   "weight_norm": self.model.weight.norm().item()}
         if self.config.extra_metric_from and step >= self.config.extra_metric_from:
             metrics["late"] = float(step)
         return metrics

@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-import adaptrl.algos._load_all  # noqa: F401  (registers the built-in methods)
 from adaptrl.algos import ALGORITHMS, get_algorithm
 from adaptrl.algos.admrl import AdMRLConfig
 from adaptrl.algos.base import BaseConfig

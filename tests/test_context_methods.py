@@ -163,7 +163,7 @@ def _build(algo, family="point-nav", *overrides, seed=0):
 
 
 def _actions(adapted, obs):
-    return adapted.actor(obs, torch.Generator().manual_seed(0))
+    return adapted.policy.act(obs, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("algo", ["pearl", "flap"])
@@ -171,11 +171,11 @@ def test_train_step_reports_metrics_and_fills_buffers(algo):
     method = _build(algo)
     rng = np.random.default_rng(0)
     metrics = method.train_step(rng)
-    for key in ("return", "loss/critic", "loss/actor", "alpha", "time/sample_s",
-                "time/update_s"):
+    for key in ("return", "loss/critic", "loss/actor", "alpha"):
         assert math.isfinite(metrics[key]), key
+    assert not any(key.startswith("time/") for key in metrics)  # the runner times phases
+    assert method.clock.take()["sample"] > 0
     assert (method.replay.size > 0).all()
-    assert method.iteration == 1
     assert ("kl" in metrics) == (algo == "pearl")
     assert ("loss/adapter" in metrics) == (algo == "flap")
 

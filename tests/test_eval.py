@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scripted import Scripted
 
 from adaptrl.algos import ALGORITHMS, Adapted, MetaAlgorithm
 from adaptrl.errors import AdaptrlError
@@ -30,7 +31,7 @@ from adaptrl.eval import (
     write_reports,
 )
 from adaptrl.eval.report import grid_layout, load_compare_entries, plot_gap_heatmap
-from adaptrl.sampling import Sampler
+from adaptrl.sampling import LocalSampler
 from adaptrl.tasks import get_family
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -47,8 +48,8 @@ class GreedyDummy(MetaAlgorithm):
 
     name = "test-greedy-dummy"
 
-    def __init__(self, family, config):
-        super().__init__(family, config)
+    def __init__(self, family, config, sampler=None):
+        super().__init__(family, config, sampler)
         self.updates = 0
 
     def train_step(self, rng):
@@ -64,8 +65,9 @@ class GreedyDummy(MetaAlgorithm):
         def still(obs, generator):
             return torch.zeros(*obs.shape[:-1], self.family.act_dim)
 
-        return [Adapted(greedy if n >= 1 else still, np.full(len(tasks), n * SAMPLES_PER_STEP),
-                        n * SECONDS_PER_STEP) for n in budgets]
+        return [Adapted(Scripted(greedy if n >= 1 else still),
+                        np.full(len(tasks), n * SAMPLES_PER_STEP), n * SECONDS_PER_STEP)
+                for n in budgets]
 
     def state_dict(self):
         return {"updates": self.updates}
@@ -86,7 +88,8 @@ class NoisyDummy(GreedyDummy):
                 return 0.1 / (1 + n) * torch.randn(obs.shape, generator=generator)
             return actor
 
-        return [Adapted(actor_for(n), np.zeros(len(tasks), dtype=int), 0.0) for n in budgets]
+        return [Adapted(Scripted(actor_for(n)), np.zeros(len(tasks), dtype=int), 0.0)
+                for n in budgets]
 
 
 @pytest.fixture
@@ -184,9 +187,8 @@ def test_point_nav_oracle_equals_an_environment_rollout_of_the_greedy_policy(nam
     tasks = np.concatenate([family.split("test", 20, rng), family.grid(2),
                             [[0.0, 0.0], [0.005, -0.004], [3.0, -2.0]]])
     goals = torch.as_tensor(tasks, dtype=torch.float32)[:, None, :]
-    sampler = Sampler(family, len(tasks), 3, horizon)
-    episodes = sampler.sample(lambda obs, g: greedy_point_action(obs, goals.expand_as(obs)),
-                              tasks, rng)
+    greedy = Scripted(lambda obs, g: greedy_point_action(obs, goals.expand_as(obs)))
+    episodes = LocalSampler(family).sample(greedy, tasks, rng, 3, horizon=horizon)
     rollout = episodes.episode_returns().to(torch.float64).numpy()  # [T, N]
     oracle = oracle_returns(family, tasks, horizon)
     assert oracle.shape == (len(tasks),)

@@ -30,17 +30,16 @@ def _setup(first_order=False, inner_steps=1, seed=0, family="point-nav"):
     rng = np.random.default_rng(seed)
     T = cfg.meta_batch
     tasks = algo.family.sample(T, rng)
-    sampler = algo.sampler(T)
     params = {k: v.detach() for k, v in algo.policy.expand_params(T).items()}
     inner = []
     for _ in range(inner_steps):
-        ep = _double(sampler.sample(algo.actor({k: v.float() for k, v in params.items()}),
-                                    tasks, rng))
+        ep = _double(algo.rollout(algo.actor({k: v.float() for k, v in params.items()}),
+                                  tasks, rng))
         adv = algo.advantages(ep)
         inner.append((params, ep, adv))
         params = {k: v.detach() for k, v in algo.inner_update(params, ep, adv).items()}
-    post = _double(sampler.sample(algo.actor({k: v.float() for k, v in params.items()}),
-                                  tasks, rng))
+    post = _double(algo.rollout(algo.actor({k: v.float() for k, v in params.items()}),
+                                tasks, rng))
     post_adv = algo.advantages(post)
     with torch.no_grad():
         old_logp = algo.policy.log_prob(post.obs, post.actions, params)
@@ -159,7 +158,10 @@ def _train(name, family="point-nav", iterations=2, **overrides):
                      **overrides)
     algo = cls(get_family(family), cfg)
     rng = np.random.default_rng(0)
-    metrics = [algo.train_step(rng) for _ in range(iterations)]
+    metrics = []
+    for i in range(iterations):
+        metrics.append(algo.train_step(rng))
+        algo.iteration = i + 1  # the runner counts iterations
     return algo, metrics
 
 
@@ -173,7 +175,7 @@ def test_every_method_trains_and_adapts(name):
     assert len(adapted) == 3
     obs = torch.zeros(3, 2, algo.family.obs_dim)
     for a in adapted:
-        assert a.actor(obs, torch.Generator().manual_seed(0)).shape == (3, 2, 2)
+        assert a.policy.act(obs, torch.Generator().manual_seed(0)).shape == (3, 2, 2)
     if name != "oracle":  # more budget, more samples; the oracle needs none
         assert adapted[0].samples.sum() == 0 and (adapted[1].samples > adapted[2].samples).all()
 
@@ -203,13 +205,12 @@ def test_maml_rejects_zero_inner_steps():
 
 @pytest.mark.parametrize("name", ["pretrain", "oracle"])
 def test_pretrain_fisher_product_equals_kl_hessian_vector_product(name):
-    from adaptrl.algos.pg import masked_task_mean
-    from adaptrl.optim import make_hvp
+    from adaptrl.optim import make_hvp, masked_task_mean
 
     algo, _ = _train(name, iterations=0)
     T = 3
     tasks = algo.family.sample(T, np.random.default_rng(3))
-    ep = _double(algo.sampler(T).sample(algo.actor(None, tasks), tasks, np.random.default_rng(4)))
+    ep = _double(algo.rollout(algo.actor(None, tasks), tasks, np.random.default_rng(4)))
     algo.policy.double()
     obs = algo.policy_obs(ep).double()
     old = {k: v.detach().clone() for k, v in algo.policy.params().items()}

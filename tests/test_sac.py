@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
+from adaptrl.nets import TanhGaussianRollout
 from adaptrl.nets.sac_nets import QNetwork, TanhGaussianActor, TwinQ, tanh_log_det_jacobian
 from adaptrl.optim.sac import SAC, SACConfig, polyak_update, soft_critic_target
-from adaptrl.sampling import Episodes, Sampler
+from adaptrl.sampling import Episodes, LocalSampler, ScaleActions
 from adaptrl.sampling.replay import ReplayBuffer
 
 
@@ -302,20 +303,21 @@ def test_sac_learns_to_reach_a_fixed_point_nav_goal():
     config = SACConfig(hidden_sizes=[64, 64], batch_size=128, init_alpha=0.1,
                        actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
     sac = SAC(2, 2, config, seed=seed)
-    sampler = Sampler("point-nav", 1, 4, horizon=100)
+    sampler = LocalSampler("point-nav")
     buffer = ReplayBuffer(1, 10_000, 2, 2)
     rng = np.random.default_rng(seed)
 
-    def actor(deterministic):
-        return lambda obs, generator: sac.act(obs, generator, deterministic) * scale
+    def actor(deterministic):  # [-1, 1] → the point's action box [-0.1, 0.1]
+        return ScaleActions(TanhGaussianRollout(sac.actor, deterministic), [-scale] * 2,
+                            [scale] * 2)
 
     def evaluate():
-        episodes = sampler.sample(actor(True), goal, np.random.default_rng(123))
+        episodes = sampler.sample(actor(True), goal, np.random.default_rng(123), 4, horizon=100)
         return float(episodes.episode_returns().mean())
 
     initial = evaluate()
     for _ in range(10):
-        episodes = sampler.sample(actor(False), goal, rng)
+        episodes = sampler.sample(actor(False), goal, rng, 4, horizon=100)
         buffer.add_episodes(dataclasses.replace(episodes, actions=episodes.actions / scale))
         for _ in range(100):
             metrics = sac.update(buffer.sample(config.batch_size, rng))

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from scripted import Scripted
 
 from adaptrl.nets import GaussianMLPPolicy
-from adaptrl.sampling import Episodes, LinearFeatureBaseline, Sampler
+from adaptrl.sampling import Episodes, LinearFeatureBaseline, LocalSampler
 
 
 def _episodes_from(rewards, mask, obs=None):
@@ -19,12 +20,12 @@ def _episodes_from(rewards, mask, obs=None):
 
 
 def _sample(seed, family="cheetah-vel", T=2, N=3, H=20):
-    sampler = Sampler(family, T, N, horizon=H)
+    sampler = LocalSampler(family)
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(sampler.env.obs_dim, sampler.env.act_dim, (16, 16))
+    policy = GaussianMLPPolicy(sampler.family.obs_dim, sampler.family.act_dim, (16, 16))
     rng = np.random.default_rng(seed)
-    params = sampler.family.sample(T, rng)
-    return sampler.sample(policy.actor(), params, rng)
+    tasks = sampler.family.sample(T, rng)
+    return sampler.sample(policy.actor(), tasks, rng, N, horizon=H)
 
 
 def test_sampler_shapes_and_layout():
@@ -50,19 +51,19 @@ def test_rewards_recomputed_from_episode_match_env_rewards():
     from adaptrl.tasks import get_family
 
     family = get_family("cheetah-vel")
-    params = torch.as_tensor(ep.tasks, dtype=torch.float32)[:, None, None, :]
+    psi = torch.as_tensor(ep.tasks, dtype=torch.float32)[:, None, None, :]
     actions = ep.actions.clamp(-1, 1)
-    expected = family.reward(ep.obs, actions, ep.next_obs, params) * ep.mask
+    expected = family.reward(ep.obs, actions, ep.next_obs, psi) * ep.mask
     torch.testing.assert_close(ep.rewards, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_masks_after_termination_in_sampled_episodes():
     # a hopper with a random wide policy falls: every step after termination is masked out
-    sampler = Sampler("hopper-params", 2, 4, horizon=200)
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(11, 3, (8,), init_log_std=0.5)
     rng = np.random.default_rng(0)
-    ep = sampler.sample(policy.actor(), np.zeros((2, 37)), rng)
+    ep = LocalSampler("hopper-params").sample(policy.actor(), np.zeros((2, 37)), rng, 4,
+                                              horizon=200)
     lengths = ep.mask.sum(-1)
     assert (lengths < 200).any(), "expected some hopper episodes to end early"
     for t in range(2):
@@ -75,13 +76,12 @@ def test_masks_after_termination_in_sampled_episodes():
 
 
 def test_point_nav_episode_ends_at_goal():
-    sampler = Sampler("point-nav", 1, 1)
     goal = np.array([[0.25, -0.15]])
 
     def go_to_goal(obs, generator):  # maximal speed straight at the goal
         return torch.as_tensor(goal, dtype=torch.float32)[:, None, :] - obs
 
-    ep = sampler.sample(go_to_goal, goal, np.random.default_rng(0))
+    ep = LocalSampler("point-nav").sample(Scripted(go_to_goal), goal, np.random.default_rng(0), 1)
     steps = int(ep.mask.sum())
     assert steps == 3  # 0.25 / 0.1 → three steps at the speed limit
     assert bool(ep.terminated[0, 0, steps - 1])

@@ -3,7 +3,8 @@
 A run folder (default ``runs/<algo>-<family>-s<seed>``)::
 
     config.yaml          algo, family, seed, preset, library version and the full config
-    metrics.csv          one row per iteration: iteration, the method's metrics, step_s, elapsed_s
+    metrics.csv          one row per iteration: iteration, the method's metrics, the phase times
+                         (time/sample_s, time/<phase>_s, time/update_s), step_s, elapsed_s
     tb/                  TensorBoard events (the same scalars, step = iteration)
     checkpoints/         latest.pt and the last few iter_000010.pt (see `adaptrl.checkpoint`)
     .lock                held while a process trains here
@@ -53,7 +54,9 @@ from .config import (
     make_config,
 )
 from .errors import AdaptrlError
+from .sampling import LocalSampler, Sampler
 from .tasks import get_family
+from .timing import timing_metrics
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -67,7 +70,7 @@ TIMING_COLUMNS = ("step_s", "elapsed_s")
 
 def is_timing_column(name: str) -> bool:
     """Whether a metrics.csv column measures wall-clock time: `TIMING_COLUMNS` and the
-    methods' own ``time/...`` metrics. Every other column is reproducible from the seed."""
+    runner's ``time/...`` phase columns. Every other column is reproducible from the seed."""
     return name in TIMING_COLUMNS or name.startswith("time/")
 
 RESUMABLE_FIELDS = ("iterations", "checkpoint_every")
@@ -165,11 +168,13 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
     return run_dir
 
 
-def load_run(run_dir, checkpoint=None) -> tuple[MetaAlgorithm, object, dict]:
+def load_run(run_dir, checkpoint=None, sampler: Sampler | None = None
+             ) -> tuple[MetaAlgorithm, object, dict]:
     """Rebuild a run's method from ``run_dir/config.yaml`` and load its latest checkpoint (or
     the ``checkpoint`` file given); ``(algo, config, info)``.
 
     info: run_dir, algo, family, seed, preset, iteration, elapsed_s, checkpoint (its path).
+    sampler: the backend the method samples through (default: local).
     Torch's global RNG is seeded with the run seed while the method is built (as in training);
     the training RNG states are not restored, so evaluation draws from its own streams.
     """
@@ -185,7 +190,7 @@ def load_run(run_dir, checkpoint=None) -> tuple[MetaAlgorithm, object, dict]:
     payload = load_checkpoint(path)
     _check_payload(payload, path, algo_cls.name, family.name)
     torch.manual_seed(record["seed"])
-    algo = algo_cls(family, config)
+    algo = algo_cls(family, config, sampler if sampler is not None else LocalSampler(family))
     algo.load_state_dict(payload["algorithm"])
     algo.iteration = payload["iteration"]
     info = {"run_dir": run_dir, "algo": algo_cls.name, "family": family.name,
@@ -389,9 +394,11 @@ def _checked_metrics(metrics) -> dict[str, float]:
                         f"{type(metrics).__name__}")
     checked = {}
     for key, value in metrics.items():
-        if not isinstance(key, str) or key in ("iteration", *TIMING_COLUMNS):
+        if not isinstance(key, str) or key in ("iteration", *TIMING_COLUMNS) \
+                or key.startswith("time/"):
             raise ValueError(f"train_step returned metric name {key!r}; names are strings "
-                             f"other than the runner's iteration, {', '.join(TIMING_COLUMNS)}")
+                             f"other than the runner's iteration, {', '.join(TIMING_COLUMNS)} "
+                             f"and time/... (mark phases with `self.phase(name)` instead)")
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
@@ -415,7 +422,7 @@ class _Trainer:
     def __init__(self, run_dir, algo_cls, family, config, seed, payload, progress):
         self.run_dir, self.config, self.seed, self.progress = run_dir, config, seed, progress
         torch.manual_seed(seed)  # network initialisation inside the constructor
-        self.algo = algo_cls(family, config)
+        self.algo = algo_cls(family, config, LocalSampler(family))
         self.rng = training_rng(seed)
         metrics_path = run_dir / METRICS_FILE
         if payload is None:
@@ -447,16 +454,19 @@ class _Trainer:
         session_start = time.perf_counter()
         try:
             for iteration in range(self.start + 1, config.iterations + 1):
+                algo.clock.take()  # phases of this iteration only
                 step_start = time.perf_counter()
                 metrics = _checked_metrics(algo.train_step(self.rng))
-                algo.iteration = iteration
                 now = time.perf_counter()
+                algo.iteration = iteration
+                step_s = now - step_start
+                timing = timing_metrics(algo.clock.take(), step_s, algo.phases)
                 elapsed = self.elapsed_before + now - session_start
-                self.log.append({"iteration": iteration, **metrics,
-                                 "step_s": now - step_start, "elapsed_s": elapsed})
-                for key, value in metrics.items():
+                self.log.append({"iteration": iteration, **metrics, **timing,
+                                 "step_s": step_s, "elapsed_s": elapsed})
+                for key, value in {**metrics, **timing}.items():
                     writer.add_scalar(key, value, iteration)
-                writer.add_scalar("time/step_s", now - step_start, iteration)
+                writer.add_scalar("time/step_s", step_s, iteration)
                 shown = _return_key(metrics)
                 if shown is not None and math.isfinite(metrics[shown]):
                     bar.set_postfix({shown: f"{metrics[shown]:.4g}"}, refresh=False)

@@ -53,13 +53,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..envs import action_bounds
 from ..nets import GaussianMLPPolicy, Params
 from ..nets.dynamics import DynamicsModel
-from ..optim import TRPOOptions, conjugate_gradient_normal, flat_grad
-from ..sampling import Episodes, LinearFeatureBaseline, ReplayBuffer, Sampler
-from ..sampling.virtual import VirtualSampler
-from .base import Adapted, BaseConfig, MetaAlgorithm, option, register_algorithm
-from .pg import normalize_per_task, per_task_trpo_step
+from ..optim import (
+    TRPOOptions,
+    estimate_advantages,
+    flat_grad,
+    implicit_task_gradient,
+    mixed_derivative_vjp,
+    per_task_trpo_step,
+    policy_hessian_product,
+    reward_gradient,
+)
+from ..sampling import Episodes, ModelSampler, ReplayBuffer
+from .base import Adapted, BaseConfig, MetaAlgorithm, option
 
 
 @dataclass
@@ -126,112 +134,6 @@ class AdMRLConfig(TRPOOptions, BaseConfig):
                              f"iteration, Algorithm 1), got {self.meta_batch}")
 
 
-# ─── the task-gradient estimators (Eqs. 2–7), generic over callables so they can be tested ──
-def reward_gradient(family, obs, actions, next_obs, mask, psi, gamma: float) -> torch.Tensor:
-    """Eq. (3): ∂η/∂ψ = E_τ[Σ_t γᵗ ∂r_ψ(s_t, a_t, s_t+1)/∂ψ] by autograd through r_ψ.
-
-    obs, next_obs: ``[T, N, H, obs_dim]``; actions ``[T, N, H, act_dim]``; mask ``[T, N, H]``;
-    psi: ``[T, k]``. Returns ``[T, k]`` (float64), the mean over the N episodes.
-    """
-    psi = torch.as_tensor(psi, dtype=torch.float64).detach().requires_grad_()
-    with torch.enable_grad():
-        rewards = family.reward(obs, actions, next_obs, psi[:, None, None, :])
-        H = rewards.shape[-1]
-        weights = gamma ** torch.arange(H, dtype=torch.float64) * mask.to(torch.float64)
-        eta = (rewards.to(torch.float64) * weights).sum(-1).mean(-1).sum()
-        (grad,) = torch.autograd.grad(eta, psi)
-    return grad
-
-
-def policy_hessian_product(log_prob_fn, returns: torch.Tensor, params: Params):
-    """The Eq. (7) estimator of A = ∂²η/∂θ∂θᵀ as a matvec, by Appendix B's parameter copies.
-
-    With three copies θ₁, θ₂, θ₃ of θ and (Eq. 20)
-
-        η_h = E_τ[(log π_θ₁(τ)·log π_θ₂(τ) + log π_θ₃(τ)) R(τ)],
-
-    ∂/∂θ₁(∂η_h/∂θ₂ · x) = E[∇log π (∇log π · x) R] (Eq. 21) and ∂/∂θ₃(∂η_h/∂θ₃ · x) =
-    E[∇²log π x R] (Eq. 22), so A x is their sum, one backward pass per product.
-
-    log_prob_fn: ``params -> log π_θ(τ) [T, N]`` (per-trajectory sums of log π(a_t|s_t)).
-    returns: R(τ) ``[T, N]``; any baseline constant in θ may be subtracted (unbiased, since
-    E[∇log π ∇log πᵀ + ∇²log π] = 0). The expectation is the mean over N; tasks are summed
-    (with per-task θ the matrix is block-diagonal). Returns ``x [P] -> A x [P]`` over
-    ``flat_dict(params)``.
-    """
-    copies = [{k: v.detach().clone().requires_grad_() for k, v in params.items()}
-              for _ in range(3)]
-    returns = returns.detach()
-    with torch.enable_grad():
-        lp1, lp2, lp3 = (log_prob_fn(c) for c in copies)
-        eta_h = ((lp1 * lp2 + lp3) * returns).mean(-1).sum()  # Eq. (20)
-        p1, p2, p3 = (list(c.values()) for c in copies)
-        g2 = flat_grad(eta_h, p2, create_graph=True, retain_graph=True)
-        g3 = flat_grad(eta_h, p3, create_graph=True, retain_graph=True)
-
-    def matvec(x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().to(g2.dtype)
-        with torch.enable_grad():
-            h = torch.dot(g2, x) + torch.dot(g3, x)
-            both = flat_grad(h, p1 + p3, retain_graph=True)  # [∂/∂θ₁ (Eq. 21), ∂/∂θ₃ (Eq. 22)]
-        return both[:len(g2)] + both[len(g2):]
-
-    return matvec
-
-
-def mixed_derivative_vjp(surrogate_fn, params: Params, psi: torch.Tensor):
-    """Products with B = ∂²η/∂θ∂ψᵀ (Eq. 6): ``y [P] -> Bᵀ y [T, k]``.
-
-    surrogate_fn: ``(params, psi) -> scalar`` whose θ-gradient is the policy gradient, i.e.
-    E[Σ_t γᵗ log π_θ(a_t|s_t) A_ψ(s_t, a_t)] with the advantages differentiable in ψ; then
-    ∂/∂ψ (∇_θ S · y) = Bᵀ y.
-    """
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    psi = psi.detach().clone().requires_grad_()
-    with torch.enable_grad():
-        grad_theta = flat_grad(surrogate_fn(leaves, psi), list(leaves.values()),
-                               create_graph=True, retain_graph=True)
-
-    def vjp(y: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            (out,) = torch.autograd.grad(torch.dot(grad_theta, y.detach().to(grad_theta.dtype)),
-                                         psi, retain_graph=True, allow_unused=True)
-        return torch.zeros_like(psi) if out is None else out
-
-    return vjp
-
-
-def implicit_task_gradient(d_eta_dpsi_star, d_eta_dpsi_hat, d_eta_dtheta_hat, hessian_matvec,
-                           mixed_vjp, cg_iters: int = 200, damping: float = 0.0,
-                           residual_tol: float = 1e-12):
-    """Eq. (2): ∂L/∂ψ = ∂η*/∂ψ|θ* − (∂θ̂ᵀ/∂ψ · ∂η*/∂θ|θ̂ + ∂η*/∂ψ|θ̂).
-
-    With ∂θ̂/∂ψᵀ = −A⁻¹B (Eq. 5) and A symmetric, ∂θ̂ᵀ/∂ψ · g = −Bᵀy where A y = g; y solves
-    the normal equations (AᵀA + λI) y = Aᵀg by CGLS, so an indefinite A is fine.
-
-    Args:
-        d_eta_dpsi_star, d_eta_dpsi_hat: ``[k]`` (Eq. 3 at θ* and θ̂).
-        d_eta_dtheta_hat: g ``[P]`` (Eq. 4).
-        hessian_matvec: ``x [P] -> A x [P]`` (Eq. 7).
-        mixed_vjp: ``y [P] -> Bᵀ y [k]`` (Eq. 6).
-
-    Returns ``(grad [k], info)``; info holds the CG diagnostics and the three terms' norms.
-    """
-    g = d_eta_dtheta_hat.detach()
-    y, cg_info = conjugate_gradient_normal(hessian_matvec, hessian_matvec, g, iters=cg_iters,
-                                           residual_tol=residual_tol, damping=damping)
-    chain = -mixed_vjp(y).reshape(d_eta_dpsi_hat.shape)  # ∂θ̂ᵀ/∂ψ · ∂η*/∂θ|θ̂
-    grad = d_eta_dpsi_star - (chain + d_eta_dpsi_hat)
-    info = {"cg_iterations": cg_info["iterations"], "cg_residual": cg_info["residual_norm"],
-            "cg_normal_residual": cg_info["normal_residual_norm"],
-            "cg_ok": cg_info["curvature_ok"],
-            "norm_star": float(torch.linalg.vector_norm(d_eta_dpsi_star)),
-            "norm_hat": float(torch.linalg.vector_norm(d_eta_dpsi_hat)),
-            "norm_chain": float(torch.linalg.vector_norm(chain)),
-            "norm_policy_grad": float(torch.linalg.vector_norm(g))}
-    return grad, info
-
-
 def project_to_box(psi: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Π_Ψ for a box Ψ = [low, high] (Euclidean projection: clip each coordinate)."""
     return np.minimum(np.maximum(np.asarray(psi, dtype=np.float64), low), high)
@@ -244,6 +146,7 @@ class ModelBasedMeta(MetaAlgorithm):
     Config = AdMRLConfig
     task_search = "uniform"
     budget_unit = "real samples"
+    phases = ("virtual", "task_grad")
 
     @property
     def default_budgets(self) -> tuple[int, ...]:
@@ -253,8 +156,8 @@ class ModelBasedMeta(MetaAlgorithm):
         n = self.config.fast_batch * self.horizon
         return (0, n, 2 * n, 3 * n)
 
-    def __init__(self, family, config: AdMRLConfig):
-        super().__init__(family, config)
+    def __init__(self, family, config: AdMRLConfig, sampler=None):
+        super().__init__(family, config, sampler)
         cfg = config
         self.policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, tuple(cfg.hidden_sizes),
                                         cfg.activation, cfg.init_log_std)
@@ -266,41 +169,31 @@ class ModelBasedMeta(MetaAlgorithm):
         self.psi: np.ndarray | None = None  # the task of the next iteration [k]
         self.visited: list[list[float]] = []  # the task of each finished iteration
         self.real_samples = 0
-        env = self.real_sampler(1, 1).env
-        self.action_low, self.action_high = env.action_low.copy(), env.action_high.copy()
+        low, high = action_bounds(family)
+        self.action_low, self.action_high = low.copy(), high.copy()
 
     # ── helpers: samplers, fresh policies, data ──
     @property
     def virtual_horizon(self) -> int:
         return self.config.virtual_horizon or self.horizon
 
-    def real_sampler(self, num_tasks: int, num_episodes: int) -> Sampler:
-        return self.sampler(num_tasks, num_episodes)
+    def model_sampler(self, model: DynamicsModel, data: ReplayBuffer) -> ModelSampler:
+        """Rollouts on ``model`` from the real states in ``data`` (the sampler backend whose
+        environment is the learned model)."""
+        return ModelSampler(self.family, model.predict, self._arrays(data)[0], self.action_low,
+                            self.action_high)
 
-    def virtual_sampler(self, num_tasks: int) -> VirtualSampler:
-        return VirtualSampler(self.family, num_tasks, self.config.virtual_episodes,
-                              self.virtual_horizon, self.action_low, self.action_high)
+    def virtual_rollout(self, theta: Params, tasks: np.ndarray, rng, model, data) -> Episodes:
+        """``virtual_episodes`` model rollouts of π_θ per task, ``[T, N, virtual_horizon]``."""
+        return self.model_sampler(model, data).sample(
+            self.policy.actor(theta), tasks, rng, self.config.virtual_episodes,
+            horizon=self.virtual_horizon)
 
     def init_policy(self, num_tasks: int, rng: np.random.Generator) -> Params:
         """Fresh per-task policy parameters ``[T, ...]`` (leaf tensors), drawn from ``rng`` with
-        the policy's own scheme: Xavier-uniform weights (gain 0.1 on the output layer), zero
-        biases, log-std ``init_log_std``."""
+        the policy's own scheme (`GaussianMLPPolicy.init_params`)."""
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        n_layers = len(self.policy.layers)
-        out = {}
-        for name, p in self.policy.named_parameters():
-            shape = (num_tasks, *p.shape)
-            if name == "log_std":
-                value = torch.full(shape, self.config.init_log_std)
-            elif name.endswith("bias"):
-                value = torch.zeros(shape)
-            else:
-                fan_out, fan_in = p.shape
-                gain = 0.1 if name == f"layers.{n_layers - 1}.weight" else 1.0
-                bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-                value = (torch.rand(shape, generator=gen) * 2 - 1) * bound
-            out[name] = value.requires_grad_()
-        return out
+        return self.policy.init_params(num_tasks, gen)
 
     def add_data(self, data: ReplayBuffer, episodes: Episodes) -> None:
         """Store real transitions (actions clipped as the environment applied them)."""
@@ -331,10 +224,7 @@ class ModelBasedMeta(MetaAlgorithm):
     # ── advantages and TRPO on (virtual) episodes ──
     def advantages(self, episodes: Episodes, normalize: bool) -> torch.Tensor:
         """GAE with a per-task linear baseline, ``[T, N, H]`` (differentiable in the rewards)."""
-        cfg = self.config
-        baseline = LinearFeatureBaseline().fit(episodes, cfg.gamma)
-        adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
-        return normalize_per_task(adv, episodes.mask) if normalize else adv
+        return estimate_advantages(episodes, self.config.gamma, self.config.gae_lambda, normalize)
 
     def trpo_update(self, theta: Params, episodes: Episodes) -> dict:
         """One TRPO step of the per-task parameters ``theta`` (leaves ``[T, ...]``) in place."""
@@ -348,17 +238,19 @@ class ModelBasedMeta(MetaAlgorithm):
 
         theta: per-task leaves ``[T, ...]`` updated in place; tasks ``[T, k]``.
         """
+        with self.phase("virtual"):
+            return self._virtual_training(theta, tasks, n, rng, model, optimizer, data,
+                                          fit_model)
+
+    def _virtual_training(self, theta, tasks, n, rng, model, optimizer, data, fit_model):
         cfg = self.config
-        sampler = self.virtual_sampler(len(tasks))
-        start_obs = self._arrays(data)[0]
-        step = lambda o, a, g: model.predict(o, a, g)  # noqa: E731
         stats = {"model_loss": math.nan, "virtual_return": math.nan, "trpo_refused": 0.0,
                  "trpo_steps": 0.0}
         for _ in range(n):
             if fit_model and cfg.n_model > 0:
                 stats["model_loss"] = self.fit_model(model, optimizer, data, rng)["loss_last"]
             for _ in range(cfg.n_policy):
-                episodes = sampler.sample(self.policy.actor(theta), step, tasks, start_obs, rng)
+                episodes = self.virtual_rollout(theta, tasks, rng, model, data)
                 info = self.trpo_update(theta, episodes)
                 stats["virtual_return"] = float(episodes.episode_returns().mean())
                 stats["trpo_refused"] += info.get("refused") is not None
@@ -368,9 +260,8 @@ class ModelBasedMeta(MetaAlgorithm):
     def collect(self, theta: Params, tasks: np.ndarray, rng, episodes: int | None = None
                 ) -> Episodes:
         """Real episodes of π_θ (the policy's own Gaussian noise explores), ``[T, N, H]``."""
-        sampler = self.real_sampler(len(tasks), episodes or self.config.fast_batch)
-        return sampler.sample(self.policy.actor({k: v.detach() for k, v in theta.items()}),
-                              tasks, rng)
+        return self.rollout(self.policy.actor({k: v.detach() for k, v in theta.items()}),
+                            tasks, rng, episodes)
 
     # ── task selection ──
     def draw_task(self, rng: np.random.Generator) -> np.ndarray:
@@ -392,10 +283,10 @@ class ModelBasedMeta(MetaAlgorithm):
             return torch.maximum(torch.minimum(a, high), low)
 
         # Eq. (3) at θ* and θ̂, from real rollouts
-        star = reward_gradient(family, star_real.obs, clip(star_real.actions), star_real.next_obs,
-                               star_real.mask, psi_t, cfg.gamma)[0]
-        hat = reward_gradient(family, hat_real.obs, clip(hat_real.actions), hat_real.next_obs,
-                              hat_real.mask, psi_t, cfg.gamma)[0]
+        star = reward_gradient(family.reward, star_real.obs, clip(star_real.actions),
+                               star_real.next_obs, star_real.mask, psi_t, cfg.gamma)[0]
+        hat = reward_gradient(family.reward, hat_real.obs, clip(hat_real.actions),
+                              hat_real.next_obs, hat_real.mask, psi_t, cfg.gamma)[0]
         discount = cfg.gamma ** torch.arange(self.horizon, dtype=torch.float32)
 
         # Eq. (4): ∂η*/∂θ at θ̂ from the real rollouts of π_θ̂ (advantages not normalised),
@@ -416,10 +307,8 @@ class ModelBasedMeta(MetaAlgorithm):
             g = flat_grad(real_surrogate(leaves), list(leaves.values())).to(torch.float64)
 
         # virtual rollouts of π_θ̂ on T̂_φ for A (Eq. 7) and B (Eq. 6)
-        virtual = self.virtual_sampler(1).sample(
-            policy.actor({k: v.detach() for k, v in theta_hat.items()}),
-            lambda o, a, gen: self.model.predict(o, a, gen), psi[None],
-            self._arrays(self.data)[0], rng)
+        virtual = self.virtual_rollout({k: v.detach() for k, v in theta_hat.items()}, psi[None],
+                                       rng, self.model, self.data)
         vdiscount = cfg.gamma ** torch.arange(virtual.horizon, dtype=torch.float32)
         v_clipped = clip(virtual.actions)
 
@@ -457,7 +346,6 @@ class ModelBasedMeta(MetaAlgorithm):
     # ── Algorithm 1: one training task per iteration ──
     def train_step(self, rng):
         cfg = self.config
-        seconds = {"real": 0.0, "virtual": 0.0, "task_grad": 0.0}
         first = int(self.data.size[0]) == 0
         if self.psi is None:
             self.psi = self.draw_task(rng)
@@ -467,26 +355,20 @@ class ModelBasedMeta(MetaAlgorithm):
         stats: dict[str, float] = {}
 
         # ── zero-shot adaptation (line 4) ──
-        start = time.perf_counter()
         if not first and cfg.n_zeroshot > 0:
             stats = self.virtual_training(theta, tasks, cfg.n_zeroshot, rng, self.model,
                                           self.model_opt, self.data, fit_model=True)
-        seconds["virtual"] += time.perf_counter() - start
         theta_hat = {k: v.detach().clone() for k, v in theta.items()}
 
         # ── SLBO (lines 5–7) ──
         collections = []
         for _ in range(cfg.n_slbo_first if first else cfg.n_slbo):
-            start = time.perf_counter()
             episodes = self.collect(theta, tasks, rng)
             self.add_data(self.data, episodes)
             self.real_samples += episodes.num_steps
             collections.append(episodes)
-            seconds["real"] += time.perf_counter() - start
-            start = time.perf_counter()
             stats = self.virtual_training(theta, tasks, cfg.n_inner, rng, self.model,
                                           self.model_opt, self.data, fit_model=True)
-            seconds["virtual"] += time.perf_counter() - start
 
         # ── the next task (lines 8–12) ──
         grad_info: dict = {}
@@ -499,23 +381,20 @@ class ModelBasedMeta(MetaAlgorithm):
         else:
             star_real = collections[-1]
             if cfg.task_grad_fresh or len(collections) < 2:  # one collection: it is π_θ̂'s
-                start = time.perf_counter()
                 star_real = self.collect(theta, tasks, rng)
                 self.real_samples += star_real.num_steps
-                seconds["real"] += time.perf_counter() - start
-            start = time.perf_counter()
             new_psi = psi
-            for _ in range(cfg.task_steps):
-                grad, grad_info = self.task_gradient(theta_hat, collections[0], star_real,
-                                                     new_psi, rng)
-                new_psi = project_to_box(new_psi + cfg.task_lr * grad, self.family.low,
-                                         self.family.high)  # line 12
+            with self.phase("task_grad"):
+                for _ in range(cfg.task_steps):
+                    grad, grad_info = self.task_gradient(theta_hat, collections[0], star_real,
+                                                         new_psi, rng)
+                    new_psi = project_to_box(new_psi + cfg.task_lr * grad, self.family.low,
+                                             self.family.high)  # line 12
             self.psi = new_psi
-            seconds["task_grad"] += time.perf_counter() - start
         self.visited.append(psi.tolist())
-        return self._metrics(psi, grad, grad_info, stats, collections, first, seconds)
+        return self._metrics(psi, grad, grad_info, stats, collections, first)
 
-    def _metrics(self, psi, grad, grad_info, stats, collections, first, seconds):
+    def _metrics(self, psi, grad, grad_info, stats, collections, first):
         """The same keys every iteration (NaN where a quantity does not apply)."""
         nan = math.nan
         real_returns = [float(c.episode_returns().mean()) for c in collections]
@@ -534,7 +413,6 @@ class ModelBasedMeta(MetaAlgorithm):
         for key in ("cg_iterations", "cg_residual", "norm_star", "norm_hat", "norm_chain",
                     "norm_policy_grad"):
             metrics[f"task_grad/{key}"] = float(grad_info.get(key, nan))
-        metrics.update({f"time/{k}_s": v for k, v in seconds.items()})
         return metrics
 
     # ── meta-test adaptation ──
@@ -613,7 +491,6 @@ class ModelBasedMeta(MetaAlgorithm):
         self.iteration = int(state["iteration"])
 
 
-@register_algorithm
 class AdMRL(ModelBasedMeta):
     """Tasks chosen by projected gradient ascent on the sub-optimality gap (Eqs. 2–7)."""
 
@@ -621,7 +498,6 @@ class AdMRL(ModelBasedMeta):
     task_search = "adversarial"
 
 
-@register_algorithm
 class MBUniform(ModelBasedMeta):
     """The same model-based loop with tasks drawn uniformly from Ψ."""
 
@@ -629,7 +505,6 @@ class MBUniform(ModelBasedMeta):
     task_search = "uniform"
 
 
-@register_algorithm
 class MBGauss(ModelBasedMeta):
     """The same model-based loop with tasks from N(centre of Ψ, task_std²) clipped to Ψ."""
 

@@ -10,6 +10,12 @@ Every method is a `MetaAlgorithm` subclass with a typed `Config` dataclass and f
 * ``state_dict()`` / ``load_state_dict(state)``: everything needed to resume exactly (networks,
   optimizer states, baselines, counters). The runner saves its own RNG state beside it.
 
+A method receives its `Sampler` (the local lock-step backend by default) and samples through
+`MetaAlgorithm.rollout`; it marks other phases of an iteration with ``with self.phase(name):``.
+The runner counts iterations (``self.iteration``) and times the phases: a method reports what it
+did, never its own timers. Adapted policies are `adaptrl.sampling.Policy` objects, so they can
+be rolled out by any backend and shipped as snapshots.
+
 Randomness: a method draws only from the ``numpy.random.Generator`` it is handed (the sampler
 derives torch generators from it); it never touches global RNGs after construction. The
 constructor may use torch's global RNG for network initialisation: the runner seeds it first.
@@ -22,10 +28,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import UnknownNameError
 from ..options import check_ranges, option
-from ..sampling import Actor, Sampler
+from ..sampling import Episodes, LocalSampler, Policy, Sampler
 from ..tasks import TaskFamily
+from ..timing import PhaseClock
 
 
 @dataclass
@@ -55,12 +61,13 @@ class BaseConfig:
 class Adapted:
     """A policy adapted to T tasks.
 
-    actor: a sampler callable ``(obs [T, N, obs_dim], generator) -> actions``.
+    policy: what the sampler drives (`adaptrl.sampling.Policy`), acting for ``[T, N]``
+        environments of the adapted tasks.
     samples: environment steps used for adaptation, per task ``[T]``.
     seconds: wall time of the adaptation (cumulative up to this budget), for all T tasks.
     """
 
-    actor: Actor
+    policy: Policy
     samples: np.ndarray
     seconds: float
 
@@ -75,24 +82,33 @@ class MetaAlgorithm:
     property of its config)."""
     budget_unit: ClassVar[str] = "adaptation steps"
     """What a budget counts, for reports (each step uses ``fast_batch`` episodes per task)."""
+    phases: ClassVar[tuple[str, ...]] = ()
+    """The phases (besides ``sample``) the method marks with `phase`; each gets a
+    ``time/<phase>_s`` column in every row, 0 in iterations without it."""
 
-    def __init__(self, family: TaskFamily, config: BaseConfig):
+    def __init__(self, family: TaskFamily, config: BaseConfig, sampler: Sampler | None = None):
         self.family = family
         self.config = config
-        self.iteration = 0
-        self._samplers: dict[tuple[int, int], Sampler] = {}
+        self.iteration = 0  # set by the runner
+        self.sampler = sampler if sampler is not None else LocalSampler(family)
+        self.clock = PhaseClock()  # read by the runner
 
     @property
     def horizon(self) -> int:
         return self.config.horizon or self.family.horizon
 
-    def sampler(self, num_tasks: int, num_episodes: int | None = None) -> Sampler:
-        """A cached sampler for T tasks × N episodes (default N: ``fast_batch``) at the
-        method's horizon; environments are built once per shape."""
-        key = (int(num_tasks), int(num_episodes or self.config.fast_batch))
-        if key not in self._samplers:
-            self._samplers[key] = Sampler(self.family, key[0], key[1], horizon=self.horizon)
-        return self._samplers[key]
+    def phase(self, name: str):
+        """``with self.phase(name):`` charges the block's wall time to ``time/<name>_s``."""
+        return self.clock.phase(name)
+
+    def rollout(self, policy: Policy, tasks, rng: np.random.Generator,
+                episodes: int | None = None, trial_episodes: int = 1) -> Episodes:
+        """``episodes`` (default ``fast_batch``) trials of ``trial_episodes`` episodes per task
+        of ``tasks [T, k]`` at the method's horizon, through the method's sampler (the phase
+        ``sample``)."""
+        with self.phase("sample"):
+            return self.sampler.sample(policy, tasks, rng, episodes or self.config.fast_batch,
+                                       horizon=self.horizon, trial_episodes=trial_episodes)
 
     def train_step(self, rng: np.random.Generator) -> dict[str, float]:
         raise NotImplementedError
@@ -116,20 +132,3 @@ def sorted_budgets(budgets) -> tuple[list[int], list[int]]:
     if increasing and increasing[0] < 0:
         raise ValueError(f"adaptation budgets must be ≥ 0, got {increasing}")
     return requested, increasing
-
-
-ALGORITHMS: dict[str, type[MetaAlgorithm]] = {}
-
-
-def register_algorithm(cls: type[MetaAlgorithm]) -> type[MetaAlgorithm]:
-    ALGORITHMS[cls.name] = cls
-    return cls
-
-
-def get_algorithm(name: str) -> type[MetaAlgorithm]:
-    from . import _load_all  # noqa: F401  (registers the built-in methods)
-
-    try:
-        return ALGORITHMS[name]
-    except KeyError:
-        raise UnknownNameError("algorithm", name, ALGORITHMS) from None

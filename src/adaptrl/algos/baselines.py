@@ -9,26 +9,14 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from ..optim import flatten, trpo_step
-from .base import Adapted, register_algorithm
-from .pg import (
-    PGConfig,
-    PolicyGradientMethod,
-    episode_metrics,
-    masked_task_mean,
-    per_task_vectors,
-    subsample_episodes,
-    task_fisher,
-    trpo_metrics,
-)
+from ..optim import flatten, masked_task_mean, per_task_vectors, task_fisher, trpo_step
+from .base import Adapted
+from .pg import PGConfig, PolicyGradientMethod, episode_metrics, trpo_metrics
 
 
-@register_algorithm
 class RandomInit(PolicyGradientMethod):
     """No meta-training: each iteration only measures the initial policy's return."""
 
@@ -38,16 +26,9 @@ class RandomInit(PolicyGradientMethod):
     def train_step(self, rng):
         T = self.config.meta_batch
         tasks = self.family.sample(T, rng)
-        start = time.perf_counter()
-        episodes = self.sampler(T).sample(self.actor(None, tasks), tasks, rng)
-        metrics = episode_metrics("return", episodes)
-        metrics["time/sample_s"] = time.perf_counter() - start
-        metrics["time/update_s"] = 0.0
-        self.iteration += 1
-        return metrics
+        return episode_metrics("return", self.rollout(self.actor(None, tasks), tasks, rng))
 
 
-@register_algorithm
 class MultiTaskPretrain(PolicyGradientMethod):
     """TRPO on the pooled episodes of the sampled training tasks (Â normalised per task)."""
 
@@ -58,41 +39,37 @@ class MultiTaskPretrain(PolicyGradientMethod):
         cfg = self.config
         T = cfg.meta_batch
         tasks = self.family.sample(T, rng)
-        start = time.perf_counter()
-        episodes = self.sampler(T).sample(self.actor(None, tasks), tasks, rng)
-        sample_s = time.perf_counter() - start
+        episodes = self.rollout(self.actor(None, tasks), tasks, rng)
         metrics = episode_metrics("return", episodes)
 
         policy = self.policy
-        obs, actions, mask = self.policy_obs(episodes), episodes.actions, episodes.mask
+        inputs, actions, mask = self.policy_inputs(episodes), episodes.actions, episodes.mask
         advantages = self.advantages(episodes)
         old = {k: v.detach().clone() for k, v in policy.params().items()}
         with torch.no_grad():
-            old_logp = policy.log_prob(obs, actions, old)
+            old_logp = policy.log_prob(inputs, actions, old)
 
         def surrogate():
-            ratio = torch.exp(policy.log_prob(obs, actions) - old_logp)
+            ratio = torch.exp(policy.log_prob(inputs, actions) - old_logp)
             return -masked_task_mean(ratio * advantages, mask).mean()
 
         def mean_kl():
-            return masked_task_mean(policy.kl(obs, old, policy.params()), mask).mean()
+            return masked_task_mean(policy.kl(inputs, old, policy.params()), mask).mean()
 
-        fvp = self.fisher_vector_product(subsample_episodes(episodes, cfg.cg_subsample))
-        info = trpo_step(list(policy.parameters()), surrogate, mean_kl, **cfg.trpo_kwargs(),
-                         fvp=fvp)
+        fvp = (self.fisher_vector_product(episodes.subsample(cfg.cg_subsample))
+               if self.hand_curvature else None)
+        info = trpo_step(list(policy.parameters()), surrogate, mean_kl, fvp=fvp,
+                         **cfg.trpo_kwargs())
         metrics.update(trpo_metrics(info))
-        metrics["time/sample_s"] = sample_s
-        metrics["time/update_s"] = time.perf_counter() - start - sample_s
-        self.iteration += 1
         return metrics
-
 
     def fisher_vector_product(self, episodes):
         """v ↦ F v for the shared policy: the Hessian of the mean (over tasks) KL over each
-        task's valid steps, exact in Gauss–Newton form, with θ seen as T equal per-task copies."""
+        task's valid steps, exact in Gauss–Newton form, with θ seen as T equal per-task copies
+        (the Gaussian MLP's hand-written product)."""
         policy, T = self.policy, episodes.num_tasks
         per_task = {k: v.detach() for k, v in policy.expand_params(T).items()}
-        fisher = task_fisher(policy, episodes, self.policy_obs(episodes), per_task)
+        fisher = task_fisher(policy, self.policy_obs(episodes), per_task, episodes.mask)
 
         def fvp(v):
             products = fisher(dict(zip(per_task, per_task_vectors(v, per_task))))
@@ -101,7 +78,6 @@ class MultiTaskPretrain(PolicyGradientMethod):
         return fvp
 
 
-@register_algorithm
 class TaskConditionedOracle(MultiTaskPretrain):
     """Sees ψ: the policy input is [s, ψ]. Adaptation is the identity."""
 

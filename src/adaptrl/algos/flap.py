@@ -32,7 +32,6 @@ gradient step.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,9 +39,9 @@ import numpy as np
 import torch
 
 from ..nets.context import AdapterNet
-from ..nets.sac_nets import LinearHeadActor
-from ..sampling import ReplayBuffer
-from .base import option, register_algorithm
+from ..nets.sac_nets import HeadRollout, LinearHeadActor
+from ..sampling import Policy, ReplayBuffer
+from .base import option
 from .offpolicy import OffPolicyConfig, OffPolicyMethod
 
 
@@ -70,13 +69,12 @@ class FLAPConfig(OffPolicyConfig):
                                    ge=1)
 
 
-@register_algorithm
 class FLAP(OffPolicyMethod):
     name = "flap"
     Config = FLAPConfig
 
-    def __init__(self, family, config: FLAPConfig):
-        super().__init__(family, config)
+    def __init__(self, family, config: FLAPConfig, sampler=None):
+        super().__init__(family, config, sampler)
         cfg = config
         M = cfg.num_train_tasks
         self.actor = LinearHeadActor(self.obs_dim, self.act_dim, M, cfg.hidden_sizes,
@@ -90,12 +88,9 @@ class FLAP(OffPolicyMethod):
                                if cfg.adapter_data == "explore" else None)
 
     # ── acting ──
-    def head_actor(self, heads: torch.Tensor, deterministic: bool):
-        """[-1, 1] actor with one head per task, ``heads [T, 2·act_dim, F + 1]``."""
-        def act(obs, generator):
-            return self.actor.sample_with_heads(obs, heads, generator, deterministic)[0]
-
-        return act
+    def head_actor(self, heads: torch.Tensor, deterministic: bool) -> Policy:
+        """[-1, 1] policy with one head per task, ``heads [T, 2·act_dim, F + 1]``."""
+        return HeadRollout(self.actor, heads, deterministic)
 
     def _own_head_actor_for(self, rows):
         return self.head_actor(self.actor.heads.detach()[rows], deterministic=False)
@@ -108,7 +103,6 @@ class FLAP(OffPolicyMethod):
     # ── one meta-iteration ──
     def train_step(self, rng):
         cfg = self.config
-        start = time.perf_counter()
         self.ensure_initial_data(self._own_head_actor_for, rng)
         if self.context_buffer is not None:
             empty = np.flatnonzero(self.context_buffer.size == 0)
@@ -121,7 +115,6 @@ class FLAP(OffPolicyMethod):
         self.store(batch, rows)
         if self.context_buffer is not None:
             self.collect_contexts(rows, rng)
-        sample_s = time.perf_counter() - start
 
         totals: dict[str, float] = {}
         for _ in range(cfg.updates_per_iteration):
@@ -130,9 +123,6 @@ class FLAP(OffPolicyMethod):
         out = {k: v / max(cfg.updates_per_iteration, 1) for k, v in totals.items()}
         out["return"] = float(batch.episode_returns().mean())
         out["env_steps"] = float(self.env_steps)
-        out["time/sample_s"] = sample_s
-        out["time/update_s"] = time.perf_counter() - start - sample_s
-        self.iteration += 1
         return out
 
     def collect_contexts(self, rows: np.ndarray, rng) -> None:

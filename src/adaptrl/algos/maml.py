@@ -15,31 +15,35 @@ Fisher of the adapted policy. We compute the Fisher-vector product that way — 
 Hessian-vector products and one Fisher product per CG iteration — instead of differentiating the
 KL gradient through the inner step (third-order graph); a test pins it to the direct product.
 For FOMAML, J = I.
+
+Two implementations of the meta-update, chosen automatically: by hand on cached forward passes
+(`adaptrl.nets.curvature`, the Gaussian MLP: the fast path) and by autograd (any policy network
+with per-task parameters, the GRU included: the loss through the inner steps, and the KL's
+Hessian products by double backward through them). ``meta_update: autograd`` forces the second
+on the MLP; the tests hold the two equal there.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from ..nets.curvature import MLPTrace, kl_curvature, log_prob, neg_log_prob_curvature
 from ..nets.policy import gaussian_kl, gaussian_log_prob
-from ..optim import flatten, trpo_step
-from ..sampling import Episodes
-from .base import option, register_algorithm
-from .pg import (
-    PGConfig,
-    PolicyGradientMethod,
-    episode_metrics,
+from ..optim import (
+    flatten,
+    make_hvp,
     masked_task_mean,
     per_task_vectors,
     step_weights,
-    subsample_episodes,
     task_fisher,
-    trpo_metrics,
+    trpo_step,
 )
+from ..sampling import Episodes
+from .base import option
+from .pg import PGConfig, PolicyGradientMethod, episode_metrics, trpo_metrics
 
 
 @dataclass
@@ -47,48 +51,48 @@ class MAMLConfig(PGConfig):
     inner_steps: int = option(1, "adaptation steps during meta-training", ge=1,
                               message="{name} must be ≥ 1 for MAML, got {value}")
     first_order: bool = option(False, "FOMAML: treat the inner update's Jacobian as identity")
+    meta_update: Literal["auto", "autograd"] = option(
+        "auto", "meta-update derivatives: 'auto' = by hand for the MLP policy, autograd for "
+        "other networks; 'autograd' = autograd always (slower; a reference)")
 
 
-@register_algorithm
 class MAML(PolicyGradientMethod):
     name = "maml"
     Config = MAMLConfig
 
+    @property
+    def hand_curvature(self) -> bool:
+        return super().hand_curvature and self.config.meta_update == "auto"
+
     def train_step(self, rng):
         cfg = self.config
         T = cfg.meta_batch
-        sampler = self.sampler(T)
         tasks = self.family.sample(T, rng)
-        sample_s = 0.0
-        start = time.perf_counter()
 
         # ── inner loop: adapt with episodes of the current policy ───────────────────────────
         params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}
         inner = []  # (params before the step, episodes, advantages) for each inner step
         hessians = []  # each step's loss, kept for the meta-update's Hessian products
         for _ in range(cfg.inner_steps):
-            t0 = time.perf_counter()
-            episodes = sampler.sample(self.actor(params, tasks), tasks, rng)
-            sample_s += time.perf_counter() - t0
+            episodes = self.rollout(self.actor(params, tasks), tasks, rng)
             advantages = self.advantages(episodes)
             inner.append((params, episodes, advantages))
-            hessians.append(self.inner_loss_curvature(params, episodes, advantages,
-                                                      products=not cfg.first_order))
-            params = self.gradient_step(params, hessians[-1])
+            if self.hand_curvature:
+                hessians.append(self.inner_loss_curvature(params, episodes, advantages,
+                                                          products=not cfg.first_order))
+                params = self.gradient_step(params, hessians[-1])
+            else:
+                params = {k: v.detach() for k, v in
+                          self.inner_update(params, episodes, advantages).items()}
 
         # ── post-adaptation episodes ─────────────────────────────────────────────────────────
-        t0 = time.perf_counter()
-        post = sampler.sample(self.actor(params, tasks), tasks, rng)
-        sample_s += time.perf_counter() - t0
+        post = self.rollout(self.actor(params, tasks), tasks, rng)
         metrics = episode_metrics("return", post)
         metrics.update(episode_metrics("return_pre", inner[0][1]))
 
         # ── outer loop: TRPO on the post-adaptation surrogate ───────────────────────────────
-        info = self.meta_update(inner, params, post, self.advantages(post), hessians)
+        info = self.meta_update(inner, params, post, self.advantages(post), hessians or None)
         metrics.update(trpo_metrics(info))
-        metrics["time/sample_s"] = sample_s
-        metrics["time/update_s"] = time.perf_counter() - start - sample_s
-        self.iteration += 1
         return metrics
 
     # ── the meta-update ──────────────────────────────────────────────────────────────────────
@@ -113,17 +117,50 @@ class MAML(PolicyGradientMethod):
         """L(θ) = −(1/T) Σ_i E_t[π_θ'_i(θ)(a|s) / π_old(a|s) · Â'] on the post-adaptation data
         (``params``: θ'(θ) if already computed)."""
         params = self.adapted_params(inner) if params is None else params
-        logp = self.policy.log_prob(self.policy_obs(post), post.actions, params)
+        logp = self.policy.log_prob(self.policy_inputs(post), post.actions, params)
         return -masked_task_mean(torch.exp(logp - old_logp) * post_adv, post.mask).mean()
 
     def post_adaptation_kl(self, inner, post: Episodes, old_params, params=None) -> torch.Tensor:
         """(1/T) Σ_i E_t[KL(π_θ'_i,old ‖ π_θ'_i(θ))] on the post-adaptation states."""
         params = self.adapted_params(inner) if params is None else params
-        kl = self.policy.kl(self.policy_obs(post), old_params, params)
+        kl = self.policy.kl(self.policy_inputs(post), old_params, params)
         return masked_task_mean(kl, post.mask).mean()
 
     def meta_update(self, inner, old_params, post: Episodes, post_adv, hessians=None) -> dict:
-        """One TRPO step of θ on the post-adaptation surrogate (module docstring).
+        """One TRPO step of θ on the post-adaptation surrogate (module docstring), by hand for
+        the MLP (`meta_update_by_hand`), else by autograd (`meta_update_by_autograd`)."""
+        if self.hand_curvature:
+            return self.meta_update_by_hand(inner, old_params, post, post_adv, hessians)
+        return self.meta_update_by_autograd(inner, old_params, post, post_adv)
+
+    def meta_update_by_autograd(self, inner, old_params, post: Episodes, post_adv) -> dict:
+        """The meta-update for any policy network: the surrogate and the KL through the inner
+        steps (`post_adaptation_loss`, `post_adaptation_kl`), the KL's Hessian products by
+        double backward (third order through a second-order inner step)."""
+        cfg = self.config
+        old_params = {k: v.detach() for k, v in old_params.items()}
+        with torch.no_grad():
+            old_logp = self.policy.log_prob(self.policy_inputs(post), post.actions, old_params)
+        params = list(self.policy.parameters())
+
+        def loss():
+            return self.post_adaptation_loss(inner, post, post_adv, old_logp)
+
+        def kl():
+            return self.post_adaptation_kl(inner, post, old_params)
+
+        fvp = None
+        if cfg.cg_subsample < 1:
+            sub_inner = [(p, *_subsample(ep, adv, cfg.cg_subsample)) for p, ep, adv in inner]
+            sub_post = post.subsample(cfg.cg_subsample)
+            fvp = make_hvp(lambda: self.post_adaptation_kl(sub_inner, sub_post, old_params),
+                           params)
+        return trpo_step(params, loss, kl, fvp=fvp, **cfg.trpo_kwargs())
+
+    def meta_update_by_hand(self, inner, old_params, post: Episodes, post_adv, hessians=None
+                            ) -> dict:
+        """One TRPO step of θ on the post-adaptation surrogate (module docstring), the MLP's
+        fast path.
 
         Every product is computed by hand on cached forward passes (`adaptrl.nets.curvature`):
         the gradient Jᵀ∇_θ'L, the curvature Jᵀ F J and the line search's values; the autograd
@@ -148,7 +185,7 @@ class MAML(PolicyGradientMethod):
         if cfg.cg_subsample < 1:
             fvp = self.kl_hessian_product(
                 [(p, *_subsample(ep, adv, cfg.cg_subsample)) for p, ep, adv in inner],
-                old_params, subsample_episodes(post, cfg.cg_subsample))
+                old_params, post.subsample(cfg.cg_subsample))
         else:
             fvp = self.kl_hessian_product(inner, old_params, post, hessians,
                                           kl_curvature(post_trace, step_weights(post.mask)))
@@ -205,7 +242,7 @@ class MAML(PolicyGradientMethod):
         # Fisher of each adapted policy at θ'_old: the Hessian of its mean KL over the task's
         # valid post-adaptation steps (exact Gauss–Newton form)
         if fisher is None:
-            fisher = task_fisher(self.policy, post, self.policy_obs(post), old_params)
+            fisher = task_fisher(self.policy, self.policy_obs(post), old_params, post.mask)
         # Hessians of the inner losses at the pre-step parameters, by hand on cached traces
         # (`adaptrl.nets.curvature`; the double backward through autograd was 2–3× slower)
         if self.config.first_order:
@@ -235,7 +272,7 @@ def jacobian_product(vecs, hessians, names, alpha):
 
 
 def _subsample(episodes, advantages, fraction):
-    sub = subsample_episodes(episodes, fraction)
+    sub = episodes.subsample(fraction)
     return sub, advantages[:, :sub.num_episodes]
 
 
@@ -244,7 +281,6 @@ class FOMAMLConfig(MAMLConfig):
     first_order: bool = option(True, "FOMAML: treat the inner update's Jacobian as identity")
 
 
-@register_algorithm
 class FOMAML(MAML):
     """First-order MAML: the same algorithm with ``first_order=True``."""
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from ..envs import action_bounds
 from ..nets.context import context_size, transition_features
 from ..optim.sac import SAC, SACConfig
-from ..sampling import Episodes, ReplayBuffer
+from ..sampling import Episodes, Policy, ReplayBuffer, ScaleActions
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
 
 
@@ -76,8 +77,8 @@ class OffPolicyMethod(MetaAlgorithm):
     Config = OffPolicyConfig
     budget_unit = "context rounds"
 
-    def __init__(self, family, config: OffPolicyConfig):
-        super().__init__(family, config)
+    def __init__(self, family, config: OffPolicyConfig, sampler=None):
+        super().__init__(family, config, sampler)
         # the training tasks come from torch's global RNG, which the runner seeds
         task_seed = int(torch.randint(0, 2**62, (1,)).item())
         self.train_tasks = family.split("train", config.num_train_tasks,
@@ -85,9 +86,9 @@ class OffPolicyMethod(MetaAlgorithm):
         self.obs_dim, self.act_dim = family.obs_dim, family.act_dim
         self.replay = ReplayBuffer(config.num_train_tasks, config.replay_capacity,
                                    self.obs_dim, self.act_dim)
-        env = self.sampler(1, 1).env
-        self._act_low = torch.as_tensor(env.action_low, dtype=torch.float32)
-        self._act_high = torch.as_tensor(env.action_high, dtype=torch.float32)
+        low, high = action_bounds(family)
+        self._act_low = torch.as_tensor(low, dtype=torch.float32)
+        self._act_high = torch.as_tensor(high, dtype=torch.float32)
         self.sac: SAC  # built by the subclass with `build_sac`
         self.env_steps = 0  # environment steps collected for meta-training (all tasks)
 
@@ -106,16 +107,15 @@ class OffPolicyMethod(MetaAlgorithm):
         """The environment's action box → [-1, 1] (inverse of `env_action`)."""
         return (env_action - self._act_low) * 2.0 / (self._act_high - self._act_low) - 1.0
 
-    def collect(self, tasks: np.ndarray, episodes: int, unit_actor, rng) -> Episodes:
-        """``episodes`` episodes of each task ``[T, k]`` with ``unit_actor(obs [T, N, obs_dim],
-        generator) -> [-1, 1] actions``; the returned episodes hold [-1, 1] actions."""
-        sampler = self.sampler(len(tasks), episodes)
+    def env_policy(self, unit_policy: Policy) -> ScaleActions:
+        """A policy acting in [-1, 1] as one acting in the environment's action box."""
+        return ScaleActions(unit_policy, self._act_low, self._act_high)
 
-        def act(obs, generator):
-            return self.env_action(unit_actor(obs, generator))
-
+    def collect(self, tasks: np.ndarray, episodes: int, unit_policy: Policy, rng) -> Episodes:
+        """``episodes`` episodes of each task ``[T, k]`` with ``unit_policy`` (acting in
+        [-1, 1]); the returned episodes hold [-1, 1] actions."""
         with torch.no_grad():
-            batch = sampler.sample(act, tasks, rng)
+            batch = self.rollout(self.env_policy(unit_policy), tasks, rng, episodes)
         batch.actions = self.unit_action(batch.actions).clamp(-1.0, 1.0)
         return batch
 
@@ -156,8 +156,8 @@ class OffPolicyMethod(MetaAlgorithm):
         """What the method infers about T tasks from ``context [T, M, dim]`` (M may be 0)."""
         raise NotImplementedError
 
-    def context_actor(self, belief, final: bool):
-        """A [-1, 1] actor for ``belief`` (from `read_context`); ``final`` is the policy handed
+    def context_actor(self, belief, final: bool) -> Policy:
+        """A [-1, 1] policy for ``belief`` (from `read_context`); ``final`` is the policy handed
         to evaluation, otherwise the one that collects the next context round."""
         raise NotImplementedError
 
@@ -171,7 +171,7 @@ class OffPolicyMethod(MetaAlgorithm):
 
         def record(step, belief, samples):
             if step in budgets:
-                results[step] = Adapted(self._env_actor(self.context_actor(belief, final=True)),
+                results[step] = Adapted(self.env_policy(self.context_actor(belief, final=True)),
                                         samples.copy(), time.perf_counter() - start)
 
         self.context_rounds(tasks, budgets[-1], rng, record)
@@ -203,26 +203,18 @@ class OffPolicyMethod(MetaAlgorithm):
     def empty_context(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(T, 0, self.context_dim), torch.zeros(T, 0)
 
-    def _env_actor(self, unit_actor):
-        def act(obs, generator):
-            with torch.no_grad():
-                return self.env_action(unit_actor(obs, generator))
-
-        return act
-
     # ── meta-training helpers ──
-    def ensure_initial_data(self, explore_actor_for, rng) -> float:
+    def ensure_initial_data(self, explore_policy_for, rng) -> None:
         """Collect ``initial_episodes`` for every training task whose buffer is empty (the
-        first iteration, or a resume without stored buffers); the seconds it took."""
+        first iteration, or a resume without stored buffers); ``explore_policy_for(rows)`` is
+        the [-1, 1] policy for those training tasks."""
         empty = np.flatnonzero(self.replay.size == 0)
         if empty.size == 0:
-            return 0.0
-        start = time.perf_counter()
+            return
         for chunk in np.array_split(empty, max(1, int(np.ceil(empty.size / 20)))):
             batch = self.collect(self.train_tasks[chunk], self.config.initial_episodes,
-                                 explore_actor_for(chunk), rng)
+                                 explore_policy_for(chunk), rng)
             self.store(batch, chunk)
-        return time.perf_counter() - start
 
     # ── checkpoints ──
     def state_dict(self) -> dict:

@@ -22,7 +22,6 @@ SAC v1 with a state-value network); the encoder is trained by the same critic lo
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,8 +29,9 @@ import numpy as np
 import torch
 
 from ..nets.context import ContextEncoder, kl_to_unit_gaussian
-from ..sampling import ReplayBuffer
-from .base import option, register_algorithm
+from ..nets.sac_nets import TanhGaussianRollout
+from ..sampling import AppendToObservation, Policy, ReplayBuffer
+from .base import option
 from .offpolicy import OffPolicyConfig, OffPolicyMethod
 
 
@@ -60,13 +60,12 @@ class PEARLConfig(OffPolicyConfig):
                              "posterior_episodes or extra_rl_episodes)")
 
 
-@register_algorithm
 class PEARL(OffPolicyMethod):
     name = "pearl"
     Config = PEARLConfig
 
-    def __init__(self, family, config: PEARLConfig):
-        super().__init__(family, config)
+    def __init__(self, family, config: PEARLConfig, sampler=None):
+        super().__init__(family, config, sampler)
         cfg = config
         self.encoder = ContextEncoder(self.context_dim, cfg.latent_dim, cfg.encoder_hidden,
                                       cfg.activation)
@@ -84,14 +83,10 @@ class PEARL(OffPolicyMethod):
         noise = torch.randn(mean.shape[0], episodes, mean.shape[1], generator=generator)
         return mean[:, None] + var.sqrt()[:, None] * noise
 
-    def z_actor(self, z: torch.Tensor, deterministic: bool):
-        """[-1, 1] actor for fixed latents ``z [T, N, latent]`` (or ``[T, latent]``)."""
-        def act(obs, generator):
-            zz = z if z.dim() == obs.dim() else z[:, None]
-            zz = zz.expand(*obs.shape[:-1], zz.shape[-1])
-            return self.sac.act(torch.cat([obs, zz], -1), generator, deterministic)
-
-        return act
+    def z_actor(self, z: torch.Tensor, deterministic: bool) -> Policy:
+        """[-1, 1] policy for fixed latents ``z [T, N, latent]`` (or ``[T, latent]``): the SAC
+        actor on [s, z]."""
+        return AppendToObservation(TanhGaussianRollout(self.sac.actor, deterministic), z)
 
     def posterior_from_buffer(self, rows: np.ndarray, rng) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.context_buffer.sample(self.config.embedding_batch, rng, rows)
@@ -117,7 +112,6 @@ class PEARL(OffPolicyMethod):
     # ── one meta-iteration (PEARL Algorithm 1) ──
     def train_step(self, rng):
         cfg = self.config
-        start = time.perf_counter()
         self.ensure_initial_data(self._prior_actor_for(rng), rng)
 
         # ── data collection ──
@@ -142,7 +136,6 @@ class PEARL(OffPolicyMethod):
                                      self._collecting_actor(mean, var, episodes, rng), rng)
                 self.store(batch, rows, context=to_context)
                 returns.append(batch.episode_returns().mean())
-        sample_s = time.perf_counter() - start
 
         # ── gradient steps ──
         totals: dict[str, float] = {}
@@ -154,9 +147,6 @@ class PEARL(OffPolicyMethod):
         out = {k: v / n for k, v in totals.items()}
         out["return"] = float(torch.stack(returns).mean())
         out["env_steps"] = float(self.env_steps)
-        out["time/sample_s"] = sample_s
-        out["time/update_s"] = time.perf_counter() - start - sample_s
-        self.iteration += 1
         return out
 
     def update(self, rng) -> dict[str, float]:

@@ -9,12 +9,11 @@ batched call); then move the initialisation toward the adapted parameters,
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
-from .base import option, register_algorithm
+from .base import option
 from .pg import PGConfig, PolicyGradientMethod, episode_metrics
 
 
@@ -25,7 +24,6 @@ class ReptileConfig(PGConfig):
     meta_lr: float = option(1.0, "ε: step toward the mean adapted parameters", gt=0)
 
 
-@register_algorithm
 class Reptile(PolicyGradientMethod):
     name = "reptile"
     Config = ReptileConfig
@@ -33,17 +31,13 @@ class Reptile(PolicyGradientMethod):
     def train_step(self, rng):
         cfg = self.config
         T = cfg.meta_batch
-        sampler = self.sampler(T)
         tasks = self.family.sample(T, rng)
-        start, sample_s = time.perf_counter(), 0.0
         metrics = {}
 
         # ── k adaptation steps per task, batched over tasks ─────────────────────────────────
         params = {k: v.detach() for k, v in self.policy.expand_params(T).items()}
         for step in range(cfg.reptile_steps):
-            t0 = time.perf_counter()
-            episodes = sampler.sample(self.actor(params, tasks), tasks, rng)
-            sample_s += time.perf_counter() - t0
+            episodes = self.rollout(self.actor(params, tasks), tasks, rng)
             if step == 0:
                 metrics.update(episode_metrics("return_pre", episodes))
             elif step == 1:  # after one adaptation step: comparable with MAML's "return"
@@ -60,7 +54,4 @@ class Reptile(PolicyGradientMethod):
                 shift_sq += float((shift**2).sum())
         metrics["reptile/step_norm"] = shift_sq**0.5
         metrics.setdefault("return", metrics["return_pre"])
-        metrics["time/sample_s"] = sample_s
-        metrics["time/update_s"] = time.perf_counter() - start - sample_s
-        self.iteration += 1
         return metrics

@@ -32,8 +32,9 @@ from ..algos import get_algorithm
 from ..algos.offpolicy import OffPolicyMethod
 from ..algos.pg import PolicyGradientMethod
 from ..config import make_config, preset_path
+from ..envs import action_bounds
 from ..errors import AdaptrlError
-from ..sampling import Sampler
+from ..sampling import LocalSampler, UniformPolicy
 from ..tasks import get_family
 
 _STATUS = Path("/proc/self/status")
@@ -113,16 +114,11 @@ def bench_adapt(family: str, algos=("flap", "pearl", "maml"), tasks: int = 20,
         raise AdaptrlError("tasks, episodes and repeats must be positive")
     rng = np.random.default_rng(seed)
     task_set = fam.split("test", tasks, rng)
-    sampler = Sampler(fam, tasks, episodes, horizon)
-    low, high = sampler.env.action_low, sampler.env.action_high
-
-    def random_actor(obs, generator):
-        u = torch.rand(*obs.shape[:-1], len(low), generator=generator)
-        return torch.as_tensor(low) + u * torch.as_tensor(high - low)
-
-    data = sampler.sample(random_actor, task_set, rng)
+    horizon = int(horizon or fam.horizon)
+    data = LocalSampler(fam).sample(UniformPolicy(*action_bounds(fam)), task_set, rng, episodes,
+                                    horizon=horizon)
     result = {"family": fam.name, "tasks": tasks, "episodes": episodes,
-              "horizon": sampler.horizon, "samples_per_task": int(data.mask[0].sum()),
+              "horizon": horizon, "samples_per_task": int(data.mask[0].sum()),
               "repeats": repeats, "torch_threads": torch.get_num_threads(), "preset": preset,
               "methods": {}}
     for name in algos:

@@ -16,12 +16,12 @@ from ..tasks import get_family
 def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="locomotion",
                     overrides=(), iterations: int = 1, seed: int = 0) -> dict:
     """Time ``iterations`` meta-iterations of each method in this process (after building its
-    environments, which are reused across iterations), using the methods' own
-    ``time/sample_s`` / ``time/update_s`` split. Returns per method ``sample_s``, ``update_s``,
-    ``total_s`` (means over iterations), ``raw_sim_s`` (`raw_simulation_seconds` for the
-    method's batch, measured here) and ``total_over_raw_sim`` (None where the simulator's
-    share is under 1%); when both ran,
-    ``maml_over_fomaml_update``."""
+    environments, which are reused across iterations), split into the time spent in the method's
+    sampler (its ``sample`` phase) and the rest (the meta-update). Returns per method
+    ``sample_s``, ``update_s``, ``total_s`` (means over iterations), ``raw_sim_s``
+    (`raw_simulation_seconds` for the method's batch, measured here) and ``total_over_raw_sim``
+    (None where the simulator's share is under 1%); when both ran, ``maml_over_fomaml_update``.
+    """
     fam = get_family(family)
     results: dict = {"family": fam.name, "preset": preset, "iterations": iterations,
                      "torch_threads": torch.get_num_threads(), "methods": {}}
@@ -30,7 +30,8 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
         config = make_config(cls, preset, overrides)
         torch.manual_seed(seed)
         algo = cls(fam, config)
-        algo.sampler(config.meta_batch)  # build the environments outside the timed region
+        # build the environments outside the timed region
+        algo.sampler.environments(config.meta_batch, config.fast_batch)
         # the bare simulator on the same batch, for the control steps of MAML's sampling,
         # measured next to the method (the machine's speed drifts)
         raw_sim_s = raw_simulation_seconds(fam, config.meta_batch, config.fast_batch,
@@ -39,10 +40,11 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
         rng = np.random.default_rng(seed)
         rows = []
         for _ in range(iterations):
+            algo.clock.take()
             start = time.perf_counter()
             metrics = algo.train_step(rng)
             total = time.perf_counter() - start
-            rows.append((metrics.get("time/sample_s", 0.0), total))
+            rows.append((algo.clock.take().get("sample", 0.0), total))
         sample_s = float(np.mean([r[0] for r in rows]))
         total_s = float(np.mean([r[1] for r in rows]))
         results["methods"][name] = {"sample_s": sample_s, "update_s": total_s - sample_s,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..nets import GaussianMLPPolicy
-from ..sampling import Sampler
+from ..sampling import LocalSampler
 from ..tasks import get_family
 
 
@@ -43,25 +43,27 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
     """Time ``repeats`` full sampler batches (policy inference and rewards included) and a raw
     single-thread physics loop on the same model, in this process."""
     fam = get_family(family)
-    sampler = Sampler(fam, tasks, episodes, horizon=horizon, threads=threads)
+    horizon = int(horizon or fam.horizon)
+    sampler = LocalSampler(fam, threads=threads)
     policy = GaussianMLPPolicy(fam.obs_dim, fam.act_dim, hidden)
     rng = np.random.default_rng(seed)
     task_set = fam.sample(tasks, rng)
     actor = policy.actor()
     # warm-up: a short batch so that first-call costs (thread pools, allocations) are not timed
-    Sampler(fam, 2, 2, horizon=2, threads=threads).sample(actor, fam.sample(2, rng), rng)
+    sampler.sample(actor, fam.sample(2, rng), rng, 2, horizon=2)
+    env = sampler.environments(tasks, episodes)  # built outside the timed region
     steps, seconds = 0, 0.0
     for _ in range(repeats):
         start = time.perf_counter()
-        episodes_ = sampler.sample(actor, task_set, rng)
+        episodes_ = sampler.sample(actor, task_set, rng, episodes, horizon=horizon)
         seconds += time.perf_counter() - start
         steps += episodes_.num_steps
     rate = steps / seconds
     result = {
-        "family": fam.name, "tasks": tasks, "episodes": episodes, "horizon": sampler.horizon,
+        "family": fam.name, "tasks": tasks, "episodes": episodes, "horizon": horizon,
         "policy": f"{'x'.join(map(str, hidden))} relu", "steps": steps, "seconds": seconds,
         "steps_per_s": rate, "raw_steps_per_s": None, "ratio": None,
-        "mujoco_threads": getattr(sampler.env, "threads", None),
+        "mujoco_threads": getattr(env, "threads", None),
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
     }
     if fam.body != "point":

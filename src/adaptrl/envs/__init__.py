@@ -1,5 +1,9 @@
 """Batched simulators (T tasks × N episodes in lock-step) and Gymnasium views."""
 
+import functools
+
+import numpy as np
+
 from ..tasks import TaskFamily, get_family
 from .base import BatchEnv, PointEnv, StepResult
 
@@ -15,4 +19,17 @@ def make_batch_env(family: TaskFamily | str, num_tasks: int, num_episodes: int,
     return MujocoBatchEnv(family, num_tasks, num_episodes, threads=threads)
 
 
-__all__ = ["BatchEnv", "PointEnv", "StepResult", "make_batch_env"]
+def action_bounds(family: TaskFamily | str) -> tuple[np.ndarray, np.ndarray]:
+    """The action box ``(low, high)`` of a family's body, ``[act_dim]`` float32 each (fresh
+    copies)."""
+    low, high = _action_bounds(get_family(family).name)
+    return low.copy(), high.copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _action_bounds(name: str) -> tuple[np.ndarray, np.ndarray]:
+    env = make_batch_env(name, 1, 1, threads=1)
+    return env.action_low.copy(), env.action_high.copy()
+
+
+__all__ = ["BatchEnv", "PointEnv", "StepResult", "action_bounds", "make_batch_env"]

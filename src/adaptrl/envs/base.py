@@ -52,6 +52,7 @@ class BatchEnv:
         self._tasks_t: torch.Tensor | None = None
         self._obs = np.zeros((self.num_tasks, self.num_episodes, self.obs_dim), np.float32)
         self.active = np.zeros((self.num_tasks, self.num_episodes), dtype=bool)
+        self.generator: torch.Generator | None = None
 
     # action bounds, [act_dim] float32 each
     action_low: np.ndarray
@@ -71,10 +72,16 @@ class BatchEnv:
     def _apply_tasks(self, tasks: np.ndarray) -> None:
         """Hook for families whose ψ changes the physics."""
 
-    def reset(self, rng: np.random.Generator) -> np.ndarray:
-        """Start all T·N episodes; returns ``obs [T, N, obs_dim]`` float32."""
+    def reset(self, rng: np.random.Generator,
+              generator: torch.Generator | None = None) -> np.ndarray:
+        """Start all T·N episodes; returns ``obs [T, N, obs_dim]`` float32.
+
+        ``generator``: the rollout's torch generator, kept for environments whose steps draw
+        torch random numbers (a learned model's ensemble); simulators ignore it.
+        """
         if self.tasks is None:
             raise RuntimeError("call set_tasks(tasks) before reset()")
+        self.generator = generator
         obs = self._reset_state(rng)
         self._obs[:] = obs.reshape(self._obs.shape)
         self.active[:] = True

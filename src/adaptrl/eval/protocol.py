@@ -41,7 +41,7 @@ import torch
 from ..algos import Adapted, MetaAlgorithm
 from ..checkpoint import atomic_write_bytes
 from ..errors import AdaptrlError
-from ..sampling import Sampler
+from ..sampling import LocalSampler
 from ..tasks import TaskFamily, get_family
 from .oracles import get_oracle, oracle_returns
 
@@ -159,13 +159,13 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     """Adapt ``algo`` to ``tasks [T, k]`` with each budget in ``steps`` and measure it.
 
     One ``algo.adapt(tasks, steps, ·)`` call adapts every task with every budget; each adapted
-    actor is then rolled out on ``episodes`` fresh episodes per task (one batched `Sampler` over
-    all T tasks). ``horizon``: episode length (None: the method's own, else the family's).
-    ``split`` and ``seed`` are recorded in the result. Returns the eval dict described in the
-    module docstring.
+    policy is then rolled out on ``episodes`` fresh episodes per task, all T tasks in one batch,
+    through the method's own sampler (its backend: local or remote). ``horizon``: episode length
+    (None: the method's own, else the family's). ``split`` and ``seed`` are recorded in the
+    result. Returns the eval dict described in the module docstring.
 
-    Randomness: ``rng`` is split into an adaptation stream and one rollout stream per budget,
-    so the rollouts do not depend on how much randomness a method's adaptation consumed.
+    Randomness: ``rng`` is split into an adaptation stream and one rollout stream per budget, so
+    the rollouts do not depend on how much randomness a method's adaptation consumed.
     """
     family = get_family(family)
     tasks = family.check_tasks(tasks)
@@ -180,11 +180,11 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     adapted = algo.adapt(tasks, steps, adapt_rng)
     _check_adapted(algo, adapted, steps, T)
 
-    sampler = Sampler(family, T, episodes, horizon)
+    sampler = getattr(algo, "sampler", None) or LocalSampler(family)
     returns = np.zeros((len(steps), T))  # [B, T]
     for b, (result, budget_rng) in enumerate(zip(adapted, rollout_rngs)):
         with torch.no_grad():
-            batch = sampler.sample(result.actor, tasks, budget_rng)
+            batch = sampler.sample(result.policy, tasks, budget_rng, episodes, horizon=horizon)
         returns[b] = batch.episode_returns().to(torch.float64).mean(1).numpy()
         if not np.all(np.isfinite(returns[b])):
             bad = np.flatnonzero(~np.isfinite(returns[b]))

@@ -47,12 +47,11 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..algos.pg import normalize_per_task, per_task_trpo_step
 from ..errors import AdaptrlError
 from ..nets import GaussianMLPPolicy, Params
-from ..optim.trpo import TRPOOptions
+from ..optim import TRPOOptions, estimate_advantages, per_task_trpo_step
 from ..options import check_ranges, option
-from ..sampling import Episodes, LinearFeatureBaseline, Sampler
+from ..sampling import LocalSampler, Sampler
 from ..tasks import REGISTRY, TaskFamily, get_family
 from .oracles import ORACLES, Oracle, register_oracle
 from .protocol import write_file
@@ -91,25 +90,9 @@ class OracleTrainingConfig(TRPOOptions):
 
 # ─── training ────────────────────────────────────────────────────────────────────────────────
 def _init_task_params(policy: GaussianMLPPolicy, seed: int) -> Params:
-    """Leaf parameters ``[1, ...]`` drawn by the policy's own init scheme from ``seed`` (the
-    global torch RNG is forked, so it is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = GaussianMLPPolicy(**policy.config())
-    return {k: v.detach().clone()[None].requires_grad_() for k, v in fresh.named_parameters()}
-
-
-def _advantages(episodes: Episodes, cfg: OracleTrainingConfig) -> torch.Tensor:
-    """GAE with a per-task linear baseline, normalised per task: ``[T, N, H]``."""
-    baseline = LinearFeatureBaseline().fit(episodes, cfg.gamma)
-    adv = episodes.gae(baseline.predict(episodes), cfg.gamma, cfg.gae_lambda)
-    return normalize_per_task(adv, episodes.mask).detach()
-
-
-def _trpo_one_task(policy: GaussianMLPPolicy, theta: Params, episodes: Episodes,
-                   adv: torch.Tensor, cfg: OracleTrainingConfig) -> dict:
-    """One TRPO step of one task's leaves ``theta [1, ...]`` on its ``episodes [1, N, H]``."""
-    return per_task_trpo_step(policy, theta, episodes, adv, **cfg.trpo_kwargs())
+    """Leaf parameters ``[1, ...]`` of one task, drawn by the policy's own init scheme
+    (`GaussianMLPPolicy.init_params`) from ``seed``."""
+    return policy.init_params(1, torch.Generator().manual_seed(seed))
 
 
 def _check_config(config: OracleTrainingConfig) -> None:
@@ -123,7 +106,8 @@ def _check_config(config: OracleTrainingConfig) -> None:
 
 def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig | None = None,
                  horizon: int | None = None,
-                 progress: Callable[[int, np.ndarray], None] | None = None) -> dict:
+                 progress: Callable[[int, np.ndarray], None] | None = None,
+                 sampler: Sampler | None = None) -> dict:
     """Train one policy per task and measure A*(ψ); returns a cache entry (see `OracleCache`).
 
     tasks: ``[T, k]``; horizon: episode length (None: the family's). ``progress(iteration,
@@ -150,17 +134,18 @@ def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig |
     def joint() -> Params:  # [T, ...]
         return {k: torch.cat([th[k].detach() for th in thetas]) for k in thetas[0]}
 
-    sampler = Sampler(family, T, cfg.episodes, H)
+    sampler = sampler if sampler is not None else LocalSampler(family)
     curve = np.zeros((cfg.iterations, T))
     refused = np.zeros(T, dtype=np.int64)
     start = time.perf_counter()
     for it in range(cfg.iterations):
         with torch.no_grad():
-            episodes = sampler.sample(policy.actor(joint()), tasks, rng)
+            episodes = sampler.sample(policy.actor(joint()), tasks, rng, cfg.episodes, horizon=H)
         curve[it] = episodes.episode_returns().to(torch.float64).mean(1).numpy()
-        adv = _advantages(episodes, cfg)
-        for i in range(T):
-            info = _trpo_one_task(policy, thetas[i], episodes.task(i), adv[i:i + 1], cfg)
+        adv = estimate_advantages(episodes, cfg.gamma, cfg.gae_lambda).detach()
+        for i in range(T):  # each task's policy alone: its own trust region and line search
+            info = per_task_trpo_step(policy, thetas[i], episodes.task(i), adv[i:i + 1],
+                                      **cfg.trpo_kwargs())
             refused[i] += info.get("refused") is not None
         if progress is not None:
             progress(it + 1, curve[it])
@@ -168,11 +153,11 @@ def train_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig |
 
     final = joint()
     eval_rngs = np.random.default_rng(eval_seed).spawn(2)
-    evaluator = Sampler(family, T, cfg.eval_episodes, H)
     measured = []
     for deterministic, eval_rng in zip((False, True), eval_rngs):
         with torch.no_grad():
-            batch = evaluator.sample(policy.actor(final, deterministic), tasks, eval_rng)
+            batch = sampler.sample(policy.actor(final, deterministic), tasks, eval_rng,
+                                   cfg.eval_episodes, horizon=H)
         measured.append(batch.episode_returns().to(torch.float64).mean(1).numpy())
     stochastic, deterministic = measured
     best = np.maximum(stochastic, deterministic)

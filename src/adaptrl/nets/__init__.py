@@ -1,6 +1,9 @@
-"""Networks: policies usable with per-task parameter dicts."""
+"""Networks: policies usable with per-task parameter dicts, and their sampler policies."""
 
-from .policy import ACTIVATIONS, GaussianMLPPolicy, Params
-from .sac_nets import QNetwork, TanhGaussianActor, TwinQ
+from .policy import ACTIVATIONS, GaussianMLPActor, GaussianMLPPolicy, Params
+from .recurrent import GaussianGRUPolicy, GRUActor
+from .sac_nets import HeadRollout, QNetwork, TanhGaussianActor, TanhGaussianRollout, TwinQ
 
-__all__ = ["ACTIVATIONS", "GaussianMLPPolicy", "Params", "QNetwork", "TanhGaussianActor", "TwinQ"]
+__all__ = ["ACTIVATIONS", "GRUActor", "GaussianGRUPolicy", "GaussianMLPActor",
+           "GaussianMLPPolicy", "HeadRollout", "Params", "QNetwork", "TanhGaussianActor",
+           "TanhGaussianRollout", "TwinQ"]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import AdaptrlError, UnknownNameError
+from ..sampling.policy import MemorylessPolicy, PolicySnapshot, class_path, snapshot_tensors
 from .curvature import MLPTrace, kl_curvature
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "elu": nn.functional.elu}
@@ -83,6 +84,25 @@ class GaussianMLPPolicy(nn.Module):
         """Per-task copies (views with a leading task dim) of shared parameters."""
         params = self.params() if params is None else params
         return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+    def init_params(self, num_tasks: int, generator: torch.Generator) -> Params:
+        """Fresh per-task parameters ``[T, ...]`` (leaf tensors requiring grad) drawn from
+        ``generator`` with this network's initialisation scheme: Xavier-uniform weights (gain
+        0.1 on the output layer), zero biases, log-std ``init_log_std``."""
+        last = f"layers.{len(self.layers) - 1}.weight"
+        out = {}
+        for name, p in self.named_parameters():
+            shape = (num_tasks, *p.shape)
+            if name == "log_std":
+                value = torch.full(shape, self.init_log_std)
+            elif name.endswith("bias"):
+                value = torch.zeros(shape)
+            else:
+                fan_out, fan_in = p.shape
+                bound = (0.1 if name == last else 1.0) * math.sqrt(6.0 / (fan_in + fan_out))
+                value = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+            out[name] = value.requires_grad_()
+        return out
 
     def _per_task(self, params: Params) -> bool:
         return params["log_std"].dim() == 2
@@ -161,6 +181,37 @@ class GaussianMLPPolicy(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         return mean + noise * torch.exp(log_std)
 
-    def actor(self, params: Params | None = None, deterministic: bool = False):
-        """A callable ``(obs [T, N, obs_dim], generator) -> actions`` for the sampler."""
-        return lambda obs, generator: self.sample(obs, params, generator, deterministic)
+    def actor(self, params: Params | None = None, deterministic: bool = False
+              ) -> GaussianMLPActor:
+        """The policy the sampler drives, acting with ``params`` (shared or per task; None:
+        the module's own parameters as they are when it acts)."""
+        return GaussianMLPActor(self, params, deterministic)
+
+    def inputs(self, obs: torch.Tensor, episodes=None) -> torch.Tensor:
+        """What the network reads over a batch of episodes: the observations ``[T, N, H, d]``
+        (a recurrent policy also reads the episodes' feedback, see `GaussianGRUPolicy`)."""
+        return obs
+
+
+class GaussianMLPActor(MemorylessPolicy):
+    """A `GaussianMLPPolicy` with parameters θ as a sampler policy: one batched forward pass
+    per step, noise from the rollout's generator (the mean when ``deterministic``)."""
+
+    def __init__(self, net: GaussianMLPPolicy, params: Params | None = None,
+                 deterministic: bool = False):
+        self.net, self.params, self.deterministic = net, params, bool(deterministic)
+
+    def act(self, obs, generator=None):
+        return self.net.sample(obs, self.params, generator, self.deterministic)
+
+    def snapshot(self) -> PolicySnapshot:
+        params = self.net.params() if self.params is None else self.params
+        return PolicySnapshot(class_path(type(self)),
+                              {"net": self.net.config(), "deterministic": self.deterministic},
+                              snapshot_tensors(params))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: PolicySnapshot) -> GaussianMLPActor:
+        with torch.random.fork_rng(devices=[]):  # the throwaway initialisation draws
+            net = GaussianMLPPolicy(**snapshot.spec["net"])
+        return cls(net, dict(snapshot.tensors), snapshot.spec["deterministic"])

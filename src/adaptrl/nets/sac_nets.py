@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import AdaptrlError, UnknownNameError
+from ..sampling.policy import MemorylessPolicy, PolicySnapshot, class_path, snapshot_tensors
 from .policy import ACTIVATIONS
 
 LOG_2 = math.log(2.0)
@@ -98,6 +99,31 @@ class TanhGaussianActor(nn.Module):
         """
         mean, log_std = self(obs)
         return tanh_gaussian_sample(mean, log_std, generator, deterministic)
+
+
+class TanhGaussianRollout(MemorylessPolicy):
+    """A `TanhGaussianActor` as a sampler policy acting in [-1, 1] (wrap it in
+    `adaptrl.sampling.ScaleActions` for the environment's box); the mean action when
+    ``deterministic``."""
+
+    def __init__(self, net: TanhGaussianActor, deterministic: bool = False):
+        self.net, self.deterministic = net, bool(deterministic)
+
+    def act(self, obs, generator=None):
+        with torch.no_grad():
+            return self.net.sample(obs.to(torch.float32), generator, self.deterministic)[0]
+
+    def snapshot(self) -> PolicySnapshot:
+        return PolicySnapshot(class_path(type(self)),
+                              {"net": self.net.config(), "deterministic": self.deterministic},
+                              snapshot_tensors(self.net.state_dict()))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: PolicySnapshot) -> TanhGaussianRollout:
+        with torch.random.fork_rng(devices=[]):
+            net = TanhGaussianActor(**snapshot.spec["net"])
+        net.load_state_dict(snapshot.tensors)
+        return cls(net, snapshot.spec["deterministic"])
 
 
 def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor,
@@ -210,6 +236,34 @@ class LinearHeadActor(nn.Module):
                                                   generator, deterministic)
         return (action.reshape(*state.shape[:-1], self.act_dim),
                 log_prob.reshape(state.shape[:-1]))
+
+
+class HeadRollout(MemorylessPolicy):
+    """FLAP's policy with one given head per task, ``heads [T, 2·act_dim, F + 1]``, as a
+    sampler policy acting in [-1, 1]."""
+
+    def __init__(self, net: LinearHeadActor, heads: torch.Tensor, deterministic: bool = False):
+        self.net, self.heads, self.deterministic = net, heads, bool(deterministic)
+
+    def act(self, obs, generator=None):
+        with torch.no_grad():
+            return self.net.sample_with_heads(obs, self.heads, generator, self.deterministic)[0]
+
+    def snapshot(self) -> PolicySnapshot:
+        # the shared layers travel; the training tasks' own heads stay behind
+        shared = {k: v for k, v in self.net.state_dict().items() if k != "heads"}
+        return PolicySnapshot(class_path(type(self)),
+                              {"net": self.net.config(), "deterministic": self.deterministic},
+                              snapshot_tensors({**shared, "task_heads": self.heads}))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: PolicySnapshot) -> HeadRollout:
+        with torch.random.fork_rng(devices=[]):
+            net = LinearHeadActor(**snapshot.spec["net"])
+        tensors = dict(snapshot.tensors)
+        heads = tensors.pop("task_heads")
+        net.load_state_dict({**tensors, "heads": net.heads.detach()})
+        return cls(net, heads, snapshot.spec["deterministic"])
 
 
 class QNetwork(nn.Module):

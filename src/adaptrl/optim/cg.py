@@ -58,6 +58,15 @@ def unflat_dict(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return dict(zip(like.keys(), unflatten_like(vec, like.values())))
 
 
+def per_task_vectors(v: Tensor, like: Mapping[str, Tensor]) -> list[Tensor]:
+    """A flat θ-space vector ``[P]`` of shared parameters as per-task views shaped like the
+    per-task dict ``like`` (every value with a leading task dim T), in its order."""
+    T = next(iter(like.values())).shape[0]
+    shapes = [p.shape[1:] for p in like.values()]
+    parts = torch.split(v, [s.numel() for s in shapes])
+    return [p.reshape(s).unsqueeze(0).expand(T, *s) for p, s in zip(parts, shapes)]
+
+
 def flat_grad(output: Tensor, params: Iterable[Tensor], create_graph: bool = False,
               retain_graph: bool | None = None) -> Tensor:
     """∇_θ output as one flat vector ``[P]``; parameters ``output`` does not use get zeros."""

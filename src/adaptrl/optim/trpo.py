@@ -24,12 +24,15 @@ from dataclasses import dataclass
 import torch
 
 from ..options import option
+from .advantages import masked_task_mean, step_weights
 from .cg import (
     STOP_NON_FINITE_CURVATURE,
     MatVec,
     conjugate_gradient,
+    flat_dict,
     flat_grad,
     make_hvp,
+    unflat_dict,
     unflatten_like,
 )
 
@@ -242,6 +245,54 @@ def trpo_step(params: Sequence[Tensor] | Mapping[str, Tensor], loss_fn: Callable
     return info
 
 
+# ── per-task TRPO: T independent policies under one trust region ─────────────────────────────
+def task_fisher(policy, obs: Tensor, params, mask: Tensor):
+    """The Fisher product of each task's policy over its valid steps (the Hessian of its mean
+    KL), by hand for policies that have one (``policy.fisher_product``, the Gaussian MLP);
+    None for others (callers then differentiate the KL twice by autograd)."""
+    if not hasattr(policy, "fisher_product"):
+        return None
+    return policy.fisher_product(obs, params, step_weights(mask))
+
+
+def per_task_trpo_step(policy, theta, episodes, advantages: Tensor, inputs=None, *,
+                       max_kl: float, cg_iters: int, cg_damping: float, backtrack_ratio: float,
+                       max_backtracks: int) -> dict:
+    """One TRPO step of per-task parameters ``theta`` (leaves ``[T, ...]``, updated in place)
+    on each task's own episodes ``[T, N, H]``: surrogate and KL are the mean over tasks of the
+    per-task means, so the Fisher matrix is block-diagonal and each task's direction is its
+    own natural gradient under one shared trust region. Returns `trpo_step`'s info.
+
+    ``policy``: any network with ``log_prob(inputs, actions, params)`` and ``kl(inputs, old,
+    new)`` over per-task parameter dicts; ``inputs``: what it reads (default: the episodes'
+    observations). The Fisher product is the hand-written one when the policy has it.
+    """
+    inputs = episodes.obs if inputs is None else inputs
+    actions, mask = episodes.actions, episodes.mask
+    old = {k: v.detach().clone() for k, v in theta.items()}
+    with torch.no_grad():
+        old_logp = policy.log_prob(inputs, actions, old)
+
+    def surrogate():
+        ratio = torch.exp(policy.log_prob(inputs, actions, theta) - old_logp)
+        return -masked_task_mean(ratio * advantages, mask).mean()
+
+    def mean_kl():
+        return masked_task_mean(policy.kl(inputs, old, theta), mask).mean()
+
+    fisher = task_fisher(policy, inputs, old, mask)
+    fvp = None
+    if fisher is not None:
+        T = episodes.num_tasks
+
+        def fvp(v):
+            return flat_dict(fisher(unflat_dict(v, old))) / T
+
+    return trpo_step(theta, surrogate, mean_kl, max_kl=max_kl, cg_iters=cg_iters,
+                     cg_damping=cg_damping, backtrack_ratio=backtrack_ratio,
+                     max_backtracks=max_backtracks, fvp=fvp)
+
+
 def _check_arguments(params: list[Tensor], max_kl: float, backtrack_ratio: float,
                      max_backtracks: int) -> None:
     if not params:
@@ -265,6 +316,6 @@ def _check_arguments(params: list[Tensor], max_kl: float, backtrack_ratio: float
 __all__ = [
     "REFUSED_LINE_SEARCH", "REFUSED_NON_FINITE_CURVATURE", "REFUSED_NON_FINITE_GRADIENT",
     "REFUSED_NON_FINITE_LOSS", "REFUSED_NON_FINITE_STEP", "REFUSED_NON_POSITIVE_CURVATURE",
-    "REFUSED_ZERO_GRADIENT", "TRPOOptions", "backtracking_line_search", "trpo_search_direction",
-    "trpo_step",
+    "REFUSED_ZERO_GRADIENT", "TRPOOptions", "backtracking_line_search", "per_task_trpo_step",
+    "task_fisher", "trpo_search_direction", "trpo_step",
 ]

@@ -1,7 +1,23 @@
-"""Rollouts of many tasks at once, the `Episodes` container, GAE and the linear baseline."""
+"""Rollouts of many tasks at once: the rollout contract (policies, snapshots), the one rollout
+loop, sampler backends, the `Episodes` container, GAE and the linear baseline, replay buffers.
+This package imports no network class."""
 
 from .episodes import Episodes, LinearFeatureBaseline
+from .model import ModelEnv, ModelSampler
+from .policy import (
+    AppendToObservation,
+    MemorylessPolicy,
+    Policy,
+    PolicySnapshot,
+    ScaleActions,
+    UniformPolicy,
+    class_path,
+    snapshot_tensors,
+)
 from .replay import ReplayBuffer
-from .sampler import Actor, Sampler
+from .sampler import LocalSampler, Sampler, rollout
 
-__all__ = ["Actor", "Episodes", "LinearFeatureBaseline", "ReplayBuffer", "Sampler"]
+__all__ = ["AppendToObservation", "Episodes", "LinearFeatureBaseline", "LocalSampler",
+           "MemorylessPolicy", "ModelEnv", "ModelSampler", "Policy", "PolicySnapshot",
+           "ReplayBuffer", "Sampler", "ScaleActions", "UniformPolicy", "class_path", "rollout",
+           "snapshot_tensors"]

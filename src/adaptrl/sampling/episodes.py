@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,12 +11,19 @@ import torch
 
 @dataclass
 class Episodes:
-    """Episodes of T tasks × N episodes × H steps.
+    """Episodes of T tasks × N rows × L steps, each row one trial of ``trial_episodes`` (k)
+    consecutive episodes of H = L / k steps on its task (k = 1: plain episodes, L = H).
 
-    obs, next_obs: ``[T, N, H, obs_dim]``; actions: ``[T, N, H, act_dim]``;
-    rewards: ``[T, N, H]`` (0 after an episode ended); mask: ``[T, N, H]`` float, 1 where the
-    step happened; terminated: ``[T, N, H]`` bool, True on the step that ended an episode by the
+    obs, next_obs: ``[T, N, L, obs_dim]``; actions: ``[T, N, L, act_dim]``;
+    rewards: ``[T, N, L]`` (0 after an episode ended); mask: ``[T, N, L]`` float, 1 where the
+    step happened; terminated: ``[T, N, L]`` bool, True on the step that ended an episode by the
     family's rule (not by the horizon); tasks: ``[T, k]`` the tasks' ψ (float64).
+
+    Episode j of a trial occupies steps ``[j·H, (j+1)·H)`` of its row (`episode_index`,
+    `episode_starts`); an episode that ends early leaves the rest of its slot masked, and the
+    next episode of the trial starts on time. `per_episode` views the same data as
+    ``[T, N·k, H]`` episodes; `gae` and `discounted_returns` run along the whole trial, across
+    episode boundaries, as the trial is one episode of the meta-problem (RL²).
     """
 
     obs: torch.Tensor
@@ -25,6 +33,12 @@ class Episodes:
     mask: torch.Tensor
     terminated: torch.Tensor
     tasks: np.ndarray
+    trial_episodes: int = 1
+
+    def __post_init__(self):
+        if self.trial_episodes < 1 or self.obs.shape[2] % self.trial_episodes:
+            raise ValueError(f"a row of {self.obs.shape[2]} steps cannot hold "
+                             f"{self.trial_episodes} equal episodes")
 
     @property
     def num_tasks(self) -> int:
@@ -32,11 +46,28 @@ class Episodes:
 
     @property
     def num_episodes(self) -> int:
+        """Rows per task: episodes, or trials when ``trial_episodes`` > 1."""
         return self.obs.shape[1]
 
     @property
     def horizon(self) -> int:
+        """Steps per row (L = k·H for trials)."""
         return self.obs.shape[2]
+
+    @property
+    def episode_horizon(self) -> int:
+        """H, the steps of one episode slot."""
+        return self.obs.shape[2] // self.trial_episodes
+
+    @property
+    def episode_index(self) -> torch.Tensor:
+        """Which episode of its trial each step belongs to, ``[L]`` (broadcasts over T, N)."""
+        return torch.arange(self.horizon) // self.episode_horizon
+
+    @property
+    def episode_starts(self) -> torch.Tensor:
+        """True on the first step of each episode, ``[L]`` (broadcasts over T, N)."""
+        return torch.arange(self.horizon) % self.episode_horizon == 0
 
     @property
     def num_steps(self) -> int:
@@ -44,12 +75,59 @@ class Episodes:
         return int(self.mask.sum().item())
 
     def episode_returns(self) -> torch.Tensor:
-        """Undiscounted return of each episode, ``[T, N]``."""
-        return (self.rewards * self.mask).sum(-1)
+        """Undiscounted return of each episode, ``[T, N·k]`` (``[T, N]`` without trials;
+        episodes of a trial are consecutive)."""
+        if self.trial_episodes == 1:
+            return (self.rewards * self.mask).sum(-1)
+        return self.trial_episode_returns().reshape(self.num_tasks, -1)
+
+    def trial_episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of episode j of each trial, ``[T, N, k]``."""
+        T, N, k = self.num_tasks, self.num_episodes, self.trial_episodes
+        return (self.rewards * self.mask).reshape(T, N, k, -1).sum(-1)
+
+    def per_episode(self) -> Episodes:
+        """The same steps as ``[T, N·k, H]`` plain episodes (itself without trials)."""
+        if self.trial_episodes == 1:
+            return self
+        T, N, k = self.num_tasks, self.num_episodes, self.trial_episodes
+
+        def split(x):
+            return x.reshape(T, N * k, -1, *x.shape[3:])
+
+        return Episodes(split(self.obs), split(self.actions), split(self.rewards),
+                        split(self.next_obs), split(self.mask), split(self.terminated),
+                        self.tasks)
+
+    def feedback(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the sampler fed a policy at each step as the previous step's action, reward and
+        done flag: ``[T, N, L, act_dim]``, ``[T, N, L]``, ``[T, N, L]`` (float). Zeros at the
+        start of a trial; masked steps repeat the last step taken; done is 1 after the last step
+        of an episode (termination or the end of its slot)."""
+        T, N, L = self.mask.shape
+        prev_action = torch.zeros_like(self.actions)
+        prev_reward = torch.zeros_like(self.rewards)
+        prev_done = torch.zeros_like(self.rewards)
+        last_action = torch.zeros_like(self.actions[:, :, 0])
+        last_reward = torch.zeros_like(self.rewards[:, :, 0])
+        last_done = torch.zeros_like(self.rewards[:, :, 0])
+        H = self.episode_horizon
+        for t in range(L):
+            prev_action[:, :, t], prev_reward[:, :, t], prev_done[:, :, t] = (
+                last_action, last_reward, last_done)
+            took = self.mask[:, :, t] > 0
+            ends = self.terminated[:, :, t] | ((t + 1) % H == 0)
+            last_action = torch.where(took[..., None], self.actions[:, :, t], last_action)
+            last_reward = torch.where(took, self.rewards[:, :, t], last_reward)
+            last_done = torch.where(took, ends.to(last_done.dtype), last_done)
+        return prev_action, prev_reward, prev_done
 
     def discounted_returns(self, gamma: float) -> torch.Tensor:
-        """Reward-to-go Σ_{l≥0} γ^l r_{t+l} within each episode, ``[T, N, H]``."""
+        """Reward-to-go Σ_{l≥0} γ^l r_{t+l} within each episode (within each trial: discounting
+        runs over the steps taken, across its episodes), ``[T, N, L]``."""
         rewards = self.rewards * self.mask
+        if self.trial_episodes > 1:
+            return _masked_reverse_scan(rewards, torch.zeros_like(rewards), gamma, self.mask)
         out = torch.zeros_like(rewards)
         running = torch.zeros_like(rewards[..., 0])
         for t in range(self.horizon - 1, -1, -1):
@@ -58,15 +136,20 @@ class Episodes:
         return out * self.mask
 
     def gae(self, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-        """Generalized advantage estimates ``[T, N, H]`` (Schulman et al. 2016).
+        """Generalized advantage estimates ``[T, N, L]`` (Schulman et al. 2016).
 
         δ_t = r_t + γ V(s_{t+1}) − V(s_t) with V(s_{t+1}) = 0 after the last step of an episode
         (termination or horizon: no bootstrapping, as in MAML's sampler);
-        A_t = Σ_l (γλ)^l δ_{t+l}. ``values``: ``[T, N, H]``.
+        A_t = Σ_l (γλ)^l δ_{t+l}. ``values``: ``[T, N, L]``. In a trial of several episodes
+        the next step is the next one taken in the trial (the first of the next episode after
+        an episode's last step) and only the trial's end stops bootstrapping.
         """
         if values.shape != self.rewards.shape:
             raise ValueError(f"values must have shape {tuple(self.rewards.shape)}, "
                              f"got {tuple(values.shape)}")
+        if self.trial_episodes > 1:
+            return _masked_reverse_scan(self.rewards * self.mask, values * self.mask,
+                                        gamma, self.mask, lam)
         values = values * self.mask
         next_values = torch.zeros_like(values)
         next_values[..., :-1] = values[..., 1:]  # masked (0) after the episode ended
@@ -78,15 +161,47 @@ class Episodes:
             adv[..., t] = running
         return adv * self.mask
 
-    def task(self, i: int) -> "Episodes":
+    def subsample(self, fraction: float) -> Episodes:
+        """The first ⌈fraction·N⌉ rows of every task (rows are i.i.d., so a prefix is an
+        unbiased subsample and needs no random draw); used for cheaper curvature products, as
+        in rllab's conjugate-gradient optimizer."""
+        if fraction >= 1.0:
+            return self
+        keep = max(1, int(np.ceil(fraction * self.num_episodes)))
+        return dataclasses.replace(
+            self, obs=self.obs[:, :keep], actions=self.actions[:, :keep],
+            rewards=self.rewards[:, :keep], next_obs=self.next_obs[:, :keep],
+            mask=self.mask[:, :keep], terminated=self.terminated[:, :keep])
+
+    def task(self, i: int) -> Episodes:
         """The episodes of task ``i`` as a one-task container."""
         return self.select([i])
 
-    def select(self, tasks) -> "Episodes":
+    def select(self, tasks) -> Episodes:
         index = torch.as_tensor(tasks, dtype=torch.long)
         return Episodes(self.obs[index], self.actions[index], self.rewards[index],
                         self.next_obs[index], self.mask[index], self.terminated[index],
-                        self.tasks[np.asarray(tasks)])
+                        self.tasks[np.asarray(tasks)], self.trial_episodes)
+
+
+def _masked_reverse_scan(rewards, values, gamma, mask, lam=None):
+    """Backward recursions along rows whose masked steps are skipped (carried through):
+    with ``lam`` None, the reward-to-go G_t = r_t + γ G_next; otherwise GAE with
+    δ_t = r_t + γ V_next − V_t and A_t = δ_t + γλ A_next, where "next" is the next step taken
+    in the row (V_next = 0 after the row's last step). ``[T, N, L]`` each."""
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[..., 0])
+    next_value = torch.zeros_like(rewards[..., 0])
+    for t in range(rewards.shape[-1] - 1, -1, -1):
+        took = mask[..., t] > 0
+        if lam is None:
+            new = rewards[..., t] + gamma * running
+        else:
+            new = rewards[..., t] + gamma * next_value - values[..., t] + gamma * lam * running
+            next_value = torch.where(took, values[..., t], next_value)
+        running = torch.where(took, new, running)
+        out[..., t] = torch.where(took, new, torch.zeros_like(new))
+    return out
 
 
 class LinearFeatureBaseline:

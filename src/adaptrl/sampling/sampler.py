@@ -1,9 +1,16 @@
-"""Rollouts of many tasks at once: one policy call per time step for all T·N environments."""
+"""Rollouts of many tasks at once: one policy call per time step for all T·N environments.
+
+`rollout` is the one rollout loop of the library: it drives a `Policy` (see
+`adaptrl.sampling.policy`) on any `BatchEnv` — a simulator, or a learned model
+(`adaptrl.sampling.model.ModelEnv`) — for trials of k consecutive episodes per environment.
+`Sampler` is the interface methods receive; `LocalSampler` (this process, lock-step batch) and
+`ModelSampler` (rollouts on a learned model) are its backends. A remote backend is another
+subclass: it implements `Sampler.sample` and returns the same `Episodes`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
 
 import numpy as np
 import torch
@@ -11,9 +18,7 @@ import torch
 from ..envs import BatchEnv, make_batch_env
 from ..tasks import TaskFamily, get_family
 from .episodes import Episodes
-
-# (obs [T, N, obs_dim] float32, generator) -> actions [T, N, act_dim]
-Actor = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+from .policy import Policy, check_state, hold_state
 
 
 @contextlib.contextmanager
@@ -36,54 +41,109 @@ def single_torch_thread():
         torch.set_num_threads(threads)
 
 
-class Sampler:
-    """Collects ``num_episodes`` episodes for each of ``num_tasks`` tasks in lock-step.
+def _uses_feedback(policy: Policy) -> bool:
+    return getattr(policy, "uses_feedback", True)
 
-    The batched environment is built once and reused; ``sample`` takes the tasks' ψ and an actor
-    callable (the sampler knows no network class). Randomness comes only from the ``rng`` given
-    to ``sample``: the environment resets and a torch generator for the policy noise are both
-    drawn from it, so equal generators give identical episodes.
+
+def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, horizon: int,
+            trial_episodes: int = 1) -> Episodes:
+    """Run one trial of ``trial_episodes`` episodes of ``horizon`` steps in each of the env's
+    T × N environments, on the tasks ``tasks [T, k]`` (ψ); returns `Episodes` ``[T, N, k·H]``.
+
+    The policy's state starts as ``policy.initial_state((T, N))``, is held while an
+    environment's episode is over, and carries across the episodes of the trial; the previous
+    action, reward and done flag start at zero and follow the steps each environment took.
+    Randomness comes only from ``rng``: a torch generator for the policy (and a learned model's
+    noise) is drawn from it first, then each episode's resets.
     """
-
-    def __init__(self, family: TaskFamily | str, num_tasks: int, num_episodes: int,
-                 horizon: int | None = None, threads: int | None = None):
-        self.family = get_family(family)
-        self.horizon = int(horizon or self.family.horizon)
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be positive, got {horizon}")
-        self.env: BatchEnv = make_batch_env(self.family, num_tasks, num_episodes, threads=threads)
-        self.num_tasks, self.num_episodes = num_tasks, num_episodes
-
-    def sample(self, actor: Actor, tasks, rng: np.random.Generator) -> Episodes:
-        """Run one episode batch with the tasks ``tasks [T, k]`` (ψ)."""
-        with single_torch_thread():
-            return self._sample(actor, tasks, rng)
-
-    def _sample(self, actor: Actor, tasks, rng: np.random.Generator) -> Episodes:
-        env, H = self.env, self.horizon
-        T, N, od, ad = self.num_tasks, self.num_episodes, env.obs_dim, env.act_dim
-        env.set_tasks(tasks)
-        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        obs_buf = np.zeros((H + 1, T, N, od), np.float32)
-        act_buf = np.zeros((H, T, N, ad), np.float32)
-        rew_buf = np.zeros((H, T, N), np.float32)
-        mask_buf = np.zeros((H, T, N), np.float32)
-        term_buf = np.zeros((H, T, N), bool)
-        obs_buf[0] = env.reset(rng)
+    H, k = int(horizon), int(trial_episodes)
+    if H < 1 or k < 1:
+        raise ValueError(f"horizon and trial_episodes must be positive, got {H} and {k}")
+    T, N, od, ad = env.num_tasks, env.num_episodes, env.obs_dim, env.act_dim
+    env.set_tasks(tasks)
+    generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+    obs_buf = np.zeros((k, H + 1, T, N, od), np.float32)
+    act_buf = np.zeros((k, H, T, N, ad), np.float32)
+    rew_buf = np.zeros((k, H, T, N), np.float32)
+    mask_buf = np.zeros((k, H, T, N), np.float32)
+    term_buf = np.zeros((k, H, T, N), bool)
+    # the previous step of each environment; the torch views share the arrays' memory
+    prev_action = np.zeros((T, N, ad), np.float32)
+    prev_reward = np.zeros((T, N), np.float32)
+    prev_done = np.zeros((T, N), np.float32)
+    feedback = (torch.from_numpy(prev_action), torch.from_numpy(prev_reward),
+                torch.from_numpy(prev_done))
+    track_feedback = _uses_feedback(policy)
+    state = policy.initial_state((T, N))
+    check_state(state)
+    for j in range(k):
+        obs_buf[j, 0] = env.reset(rng, generator)
         for t in range(H):
-            mask_buf[t] = env.active
-            actions = actor(torch.from_numpy(obs_buf[t]), generator)
-            act_buf[t] = actions.numpy() if isinstance(actions, torch.Tensor) else actions
-            step = env.step(act_buf[t])
-            obs_buf[t + 1], rew_buf[t], term_buf[t] = step.obs, step.reward, step.terminated
+            was_active = env.active.copy()
+            mask_buf[j, t] = was_active
+            actions, new_state = policy.step(torch.from_numpy(obs_buf[j, t]), state, *feedback,
+                                             generator)
+            act_buf[j, t] = actions.numpy() if isinstance(actions, torch.Tensor) else actions
+            step = env.step(act_buf[j, t])
+            obs_buf[j, t + 1], rew_buf[j, t], term_buf[j, t] = (step.obs, step.reward,
+                                                                step.terminated)
+            if new_state is not None and not was_active.all():
+                new_state = hold_state(torch.from_numpy(was_active), new_state, state)
+            state = new_state
+            if track_feedback:
+                np.copyto(prev_action, act_buf[j, t], where=was_active[..., None])
+                np.copyto(prev_reward, rew_buf[j, t], where=was_active)
+                ended = term_buf[j, t] | (t == H - 1)
+                np.copyto(prev_done, ended.astype(np.float32), where=was_active)
             if not env.active.any():
                 break
-        # time-major buffers → [T, N, H, ...]
-        def tnh(a):
-            return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, 0, 2)))
 
-        return Episodes(
-            obs=tnh(obs_buf[:-1]), actions=tnh(act_buf), rewards=tnh(rew_buf),
-            next_obs=tnh(obs_buf[1:]), mask=tnh(mask_buf), terminated=tnh(term_buf),
-            tasks=np.array(env.tasks),
-        )
+    def tnl(a):  # slot-major [k, H, T, N, ...] → [T, N, k·H, ...]
+        return torch.from_numpy(np.ascontiguousarray(
+            np.moveaxis(a, (0, 1), (2, 3)).reshape(T, N, k * H, *a.shape[4:])))
+
+    return Episodes(obs=tnl(obs_buf[:, :-1]), actions=tnl(act_buf), rewards=tnl(rew_buf),
+                    next_obs=tnl(obs_buf[:, 1:]), mask=tnl(mask_buf), terminated=tnl(term_buf),
+                    tasks=np.array(env.tasks), trial_episodes=k)
+
+
+class Sampler:
+    """What a method samples through (it receives one; it never builds its own).
+
+    ``sample(policy, tasks, rng, episodes, horizon=None, trial_episodes=1)`` runs ``episodes``
+    environments per task of the tasks ``tasks [T, k]`` (ψ), each one trial of
+    ``trial_episodes`` consecutive episodes of ``horizon`` steps (default: the family's), and
+    returns `Episodes` ``[T, episodes, trial_episodes·horizon]``. Equal ``rng`` states give
+    equal episodes, on every backend.
+    """
+
+    family: TaskFamily
+
+    def sample(self, policy: Policy, tasks, rng: np.random.Generator, episodes: int, *,
+               horizon: int | None = None, trial_episodes: int = 1) -> Episodes:
+        raise NotImplementedError
+
+
+class LocalSampler(Sampler):
+    """The default backend: the family's batched simulator in this process, T·N environments in
+    lock-step. Environments are built once per (T, N) shape and reused."""
+
+    def __init__(self, family: TaskFamily | str, threads: int | None = None):
+        self.family = get_family(family)
+        self.threads = threads
+        self._envs: dict[tuple[int, int], BatchEnv] = {}
+
+    def environments(self, num_tasks: int, num_episodes: int) -> BatchEnv:
+        """The (cached) batched simulator for ``num_tasks`` × ``num_episodes``."""
+        key = (int(num_tasks), int(num_episodes))
+        if key not in self._envs:
+            self._envs[key] = make_batch_env(self.family, *key, threads=self.threads)
+        return self._envs[key]
+
+    def sample(self, policy, tasks, rng, episodes, *, horizon=None, trial_episodes=1):
+        tasks = self.family.check_tasks(tasks)
+        env = self.environments(len(tasks), episodes)
+        with single_torch_thread():
+            return rollout(env, policy, tasks, rng, horizon or self.family.horizon,
+                           trial_episodes)
+

@@ -1,0 +1,170 @@
+"""A recurrent Gaussian policy: a GRU over the history of a trial, usable with per-task parameters.
+
+At step t the network reads x_t = [s_t, a_{t−1}, r_{t−1}, d_{t−1}] (RL²'s inputs: the previous
+action, reward and done flag, zeros at the start of a trial), updates its hidden state
+
+    h_t = GRU(x_t, h_{t−1})          (PyTorch's GRU cell equations, h_0 = 0)
+
+and acts with π(a_t | history) = N(W h_t + b, diag(exp(log_std))²). The hidden state carries
+across the episodes of a trial, so the policy can remember what earlier episodes taught it.
+
+Parameters are plain dicts like `GaussianMLPPolicy`'s: shared, or with a leading task dimension T
+(``expand_params``), evaluated in one batched call with ``baddbmm``, so the gradient-based
+methods adapt and differentiate it through the same `log_prob` / `kl` interface (by autograd:
+the hand-written curvature of `adaptrl.nets.curvature` covers the MLP only). Over a batch of
+episodes the network reads `inputs(obs, episodes)`: the observations and the feedback the
+sampler fed it (`Episodes.feedback`), and the step mask, which holds the state where an episode
+is over, exactly as the sampler does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import AdaptrlError
+from ..sampling.policy import Policy, PolicySnapshot, class_path, snapshot_tensors
+from .policy import Params, gaussian_kl, gaussian_log_prob
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x Wᵀ + b for shared (``weight [o, i]``) or per-task (``weight [T, o, i]``, ``x
+    [T, ..., i]``) parameters."""
+    if weight.dim() == 2:
+        return nn.functional.linear(x, weight, bias)
+    T = weight.shape[0]
+    flat = x.reshape(T, -1, x.shape[-1])
+    out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+class GaussianGRUPolicy(nn.Module):
+    """See the module docstring. ``hidden_size``: width of the GRU state."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64,
+                 init_log_std: float = 0.0):
+        super().__init__()
+        if min(obs_dim, act_dim, hidden_size) < 1:
+            raise AdaptrlError(f"policy sizes must be positive: obs {obs_dim}, act {act_dim}, "
+                               f"hidden {hidden_size}")
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.hidden_size = int(hidden_size)
+        self.init_log_std = float(init_log_std)
+        self.input_dim = self.obs_dim + self.act_dim + 2
+        self.gru = nn.GRUCell(self.input_dim, self.hidden_size)
+        self.out = nn.Linear(self.hidden_size, self.act_dim)
+        self.log_std = nn.Parameter(torch.full((self.act_dim,), self.init_log_std))
+        with torch.no_grad():  # start near zero mean, like the MLP policy
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+
+    def config(self) -> dict:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim,
+                "hidden_size": self.hidden_size, "init_log_std": self.init_log_std}
+
+    # ── parameter dicts ──
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+    def expand_params(self, num_tasks: int, params: Params | None = None) -> Params:
+        params = self.params() if params is None else params
+        return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+    # ── one step ──
+    def cell(self, x: torch.Tensor, h: torch.Tensor, params: Params) -> torch.Tensor:
+        """h' for inputs ``x [T, B, input_dim]`` and state ``h [T, B, hidden]``."""
+        gi = _linear(x, params["gru.weight_ih"], params["gru.bias_ih"])
+        gh = _linear(h, params["gru.weight_hh"], params["gru.bias_hh"])
+        i_r, i_z, i_n = gi.chunk(3, -1)
+        h_r, h_z, h_n = gh.chunk(3, -1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h
+
+    def mean(self, h: torch.Tensor, params: Params) -> torch.Tensor:
+        return _linear(h, params["out.weight"], params["out.bias"])
+
+    def step_inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
+        return torch.cat([obs, prev_action, prev_reward[..., None], prev_done[..., None]], -1)
+
+    def _log_std(self, params: Params, lead: int) -> torch.Tensor:
+        log_std = params["log_std"]
+        if log_std.dim() == 2:  # per task: [T, 1, ..., 1, act_dim]
+            return log_std.reshape(log_std.shape[0], *([1] * lead), self.act_dim)
+        return log_std
+
+    # ── a batch of episodes (or trials) ──
+    def inputs(self, obs: torch.Tensor, episodes) -> tuple:
+        """What the network reads over ``episodes`` (``obs``: their observations, possibly
+        with extra conditioning): observations, the sampler's feedback and the step mask."""
+        return (obs, *episodes.feedback(), episodes.mask)
+
+    def forward(self, inputs: tuple, params: Params | None = None):
+        """Mean ``[T, N, L, act_dim]`` and log-std (broadcastable) over a batch of trials,
+        unrolled from h_0 = 0 with the state held on masked steps."""
+        params = self.params() if params is None else params
+        obs, prev_action, prev_reward, prev_done, mask = inputs
+        x = self.step_inputs(obs, prev_action, prev_reward, prev_done)
+        lead = x.shape[:2]
+        h = x.new_zeros(*lead, self.hidden_size)
+        means = []
+        for t in range(x.shape[2]):
+            new = self.cell(x[:, :, t], h, params)
+            means.append(self.mean(new, params))
+            h = torch.where(mask[:, :, t, None] > 0, new, h)
+        return torch.stack(means, 2), self._log_std(params, 2)
+
+    def log_prob(self, inputs, actions, params: Params | None = None) -> torch.Tensor:
+        """log π(a_t | history) ``[T, N, L]``."""
+        mean, log_std = self(inputs, params)
+        return gaussian_log_prob(mean, log_std, actions)
+
+    def kl(self, inputs, params_old: Params, params_new: Params) -> torch.Tensor:
+        """KL(π_old ‖ π_new) at every step of the histories, ``[T, N, L]``."""
+        return gaussian_kl(*self(inputs, params_old), *self(inputs, params_new))
+
+    def entropy(self, params: Params | None = None) -> torch.Tensor:
+        params = self.params() if params is None else params
+        return (params["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+    def actor(self, params: Params | None = None, deterministic: bool = False) -> GRUActor:
+        """The policy the sampler drives (one GRU step per time step, state ``[T, N, hidden]``)."""
+        return GRUActor(self, params, deterministic)
+
+
+class GRUActor(Policy):
+    """A `GaussianGRUPolicy` with parameters θ (shared or per task) as a stateful sampler
+    policy."""
+
+    def __init__(self, net: GaussianGRUPolicy, params: Params | None = None,
+                 deterministic: bool = False):
+        self.net, self.params, self.deterministic = net, params, bool(deterministic)
+
+    def initial_state(self, num_envs):
+        return torch.zeros(*num_envs, self.net.hidden_size)
+
+    @torch.no_grad()
+    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        params = self.net.params() if self.params is None else self.params
+        x = self.net.step_inputs(obs, prev_action, prev_reward, prev_done)
+        h = self.net.cell(x, state, params)
+        mean = self.net.mean(h, params)
+        if self.deterministic:
+            return mean, h
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + noise * torch.exp(self.net._log_std(params, 1)), h
+
+    def snapshot(self) -> PolicySnapshot:
+        params = self.net.params() if self.params is None else self.params
+        return PolicySnapshot(class_path(type(self)),
+                              {"net": self.net.config(), "deterministic": self.deterministic},
+                              snapshot_tensors(params))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: PolicySnapshot) -> GRUActor:
+        with torch.random.fork_rng(devices=[]):
+            net = GaussianGRUPolicy(**snapshot.spec["net"])
+        return cls(net, dict(snapshot.tensors), snapshot.spec["deterministic"])
