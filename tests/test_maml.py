@@ -221,3 +221,79 @@ def test_pretrain_fisher_product_equals_kl_hessian_vector_product(name):
     v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(5),
                     dtype=torch.float64)
     torch.testing.assert_close(fast(v), direct(v), rtol=1e-7, atol=1e-10)
+
+
+# ── the general path: autograd for any policy network ─────────────────────────────────────────
+@pytest.mark.parametrize("first_order, inner_steps", [(False, 1), (False, 2), (True, 1)])
+def test_autograd_meta_update_equals_the_hand_written_one_on_the_mlp(first_order, inner_steps):
+    """The same TRPO step, derivatives by hand (the MLP's fast path) or by autograd (the path
+    every other network takes), from the same θ on the same data, in float64. CG runs to
+    convergence: truncated after a few iterations on an ill-conditioned system it amplifies
+    rounding-level differences of the products (both are equal to 1e-15 here) into per-mille
+    differences of the step; converged, the two agree to CG's tolerance (1e-6 here)."""
+    algo, inner, adapted, post, post_adv, _ = _setup(first_order, inner_steps)
+    algo.config.cg_iters, algo.config.cg_damping = 200, 1e-3
+    assert algo.hand_curvature
+    start = _flat_params(algo).clone()
+    by_hand = algo.meta_update(inner, adapted, post, post_adv)
+    after_hand = _flat_params(algo).clone()
+    _set_flat(algo, start)
+    algo.config.meta_update = "autograd"
+    assert not algo.hand_curvature
+    by_autograd = algo.meta_update(inner, adapted, post, post_adv)
+    after_autograd = _flat_params(algo).clone()
+    assert by_hand["accepted"] and by_autograd["accepted"]
+    assert by_autograd["backtracks"] == by_hand["backtracks"]
+    assert by_autograd["grad_norm"] == pytest.approx(by_hand["grad_norm"], rel=1e-12)
+    for key in ("loss_after", "kl", "shs", "step_norm"):
+        assert by_autograd[key] == pytest.approx(by_hand[key], rel=1e-4), key
+    step = (after_hand - start).abs().max()
+    assert (after_autograd - after_hand).abs().max() < 1e-4 * step
+
+
+def test_maml_with_a_recurrent_policy_takes_the_autograd_path_and_meta_learns_its_state():
+    """MAML on the GRU policy (RL²'s inputs): the meta-update is autograd's, its gradient
+    matches finite differences of the post-adaptation loss, and training runs end to end."""
+    torch.manual_seed(0)
+    cls = get_algorithm("maml")
+    cfg = cls.Config(meta_batch=3, fast_batch=2, horizon=6, hidden_sizes=[5], inner_lr=0.5,
+                     init_log_std=-0.5, policy="gru")
+    algo = cls(get_family("point-nav"), cfg)
+    assert not algo.hand_curvature
+    algo.policy.double()
+    rng = np.random.default_rng(0)
+    tasks = algo.family.sample(3, rng)
+    params = {k: v.detach() for k, v in algo.policy.expand_params(3).items()}
+    pre = _double(algo.rollout(algo.actor({k: v.float() for k, v in params.items()}), tasks,
+                               rng))
+    inner = [(params, pre, algo.advantages(pre))]
+    adapted = {k: v.detach() for k, v in algo.inner_update(params, pre, inner[0][2]).items()}
+    post = _double(algo.rollout(algo.actor({k: v.float() for k, v in adapted.items()}), tasks,
+                                rng))
+    post_adv = algo.advantages(post)
+    with torch.no_grad():
+        old_logp = algo.policy.log_prob(algo.policy_inputs(post), post.actions, adapted)
+    params_list = list(algo.policy.parameters())
+    grad = flatten(torch.autograd.grad(
+        algo.post_adaptation_loss(inner, post, post_adv, old_logp), params_list))
+    theta = _flat_params(algo)
+    direction = torch.randn(theta.shape, generator=torch.Generator().manual_seed(1),
+                            dtype=torch.float64)
+    values = []
+    for sign in (1, -1):
+        _set_flat(algo, theta + sign * 1e-6 * direction)
+        with torch.no_grad():
+            values.append(float(algo.post_adaptation_loss(inner, post, post_adv, old_logp)))
+    _set_flat(algo, theta)
+    fd = (values[0] - values[1]) / 2e-6
+    assert float(grad @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
+    info = algo.meta_update(inner, adapted, post, post_adv)
+    assert info["refused"] is None and info["kl"] <= cfg.max_kl
+    assert not torch.equal(_flat_params(algo), theta)
+
+    # end to end in float32, as the runner trains it
+    algo, metrics = _train("maml", policy="gru")
+    assert all(np.isfinite(m["return"]) and m["trpo/refused"] == 0 for m in metrics)
+    adapted = algo.adapt(tasks, [0, 1], np.random.default_rng(3))
+    assert adapted[1].samples.sum() > 0 and adapted[1].policy.initial_state((3, 2)).shape == \
+        (3, 2, 16)

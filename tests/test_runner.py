@@ -453,3 +453,32 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unknown algorithm 'dumy-test'" in err
     assert "did you mean 'dummy-test'" in err
+
+
+# ─── the runner owns iteration counting and phase timing ──────────────────────────────────────
+def test_methods_report_metrics_not_timers(tmp_path):
+    class TimesItself(DummyAlgo):
+        name = "dummy-times-itself"
+
+        def train_step(self, rng):
+            return {**super().train_step(rng), "time/mine_s": 0.1}
+
+    with pytest.raises(ValueError, match="time/mine_s.*self.phase"):
+        train(TimesItself, FAMILY, out=tmp_path / "run", progress=False)
+
+
+def test_the_runner_times_the_phases_a_method_marks(tmp_path):
+    run_dir = train("maml", "point-nav", preset="smoke", overrides=["iterations=2"],
+                    out=tmp_path / "run", progress=False)
+    rows = read_metrics(run_dir)
+    for row in rows:
+        sample, update, step = (float(row[k]) for k in ("time/sample_s", "time/update_s",
+                                                        "step_s"))
+        assert sample > 0 and update > 0
+        assert sample + update == pytest.approx(step, rel=1e-6, abs=1e-6)
+    run_dir = train("admrl", "hopper-2d", preset="smoke", overrides=["iterations=2"],
+                    out=tmp_path / "admrl", progress=False)
+    rows = read_metrics(run_dir)
+    # declared phases have a column in every row, 0 where the phase did not run
+    assert [float(r["time/task_grad_s"]) > 0 for r in rows] == [False, True]
+    assert all(float(r["time/virtual_s"]) > 0 and float(r["time/sample_s"]) > 0 for r in rows)
