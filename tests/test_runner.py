@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-import adaptrl.checkpoint as checkpoint_module
+import adaptrl.atomic as atomic_module
 from adaptrl import config as config_module
 from adaptrl.checkpoint import (
     FORMAT_VERSION,
@@ -415,7 +415,7 @@ def test_failed_write_keeps_the_old_checkpoint_and_leaves_no_temporary(tmp_path,
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", failing_fsync)
+    monkeypatch.setattr(atomic_module.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space"):
         save_checkpoint(path, {"generation": 2, "big": torch.zeros(10_000)})
     monkeypatch.undo()

@@ -27,14 +27,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import secrets
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from .atomic import atomic_write_bytes
 from .errors import AdaptrlError
 
 FORMAT_NAME = "adaptrl-checkpoint"
@@ -45,55 +44,6 @@ _MAX_HEADER_BYTES = 64 * 1024
 LATEST_NAME = "latest.pt"
 KEEP_NUMBERED = 3
 _NUMBERED = re.compile(r"^iter_(\d+)\.pt$")
-_TEMP_PREFIX = ".tmp-"
-
-
-# ─── atomic writes ──────────────────────────────────────────────────────────────────────────
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers (and a crash) see the old or the new file,
-    never a partial one: temporary file in the same folder, fsync, ``os.replace``, fsync of
-    the folder."""
-    path = Path(path)
-    temp = path.parent / f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    # os.open with mode 0o666 lets the umask decide the permissions, as for a plain open()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
-    try:
-        with open(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path, text: str) -> None:
-    """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); folders cannot be opened for fsync on Windows."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(folder) -> list[Path]:
-    """Delete temporary files left in ``folder`` by writes that were killed; the removed paths.
-    Call only while no other process writes there (the runner holds the run folder's lock)."""
-    folder = Path(folder)
-    stale = sorted(folder.glob(_TEMP_PREFIX + "*")) if folder.is_dir() else []
-    for path in stale:
-        path.unlink()
-    return stale
 
 
 # ─── one checkpoint file ────────────────────────────────────────────────────────────────────

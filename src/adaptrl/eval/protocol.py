@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..algos import Adapted, MetaAlgorithm
-from ..checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ..errors import AdaptrlError
 from ..sampling import LocalSampler
 from ..tasks import TaskFamily, get_family
