@@ -39,13 +39,8 @@ import yaml
 
 from . import __version__
 from .algos import MetaAlgorithm, get_algorithm
-from .checkpoint import (
-    atomic_write_text,
-    latest_checkpoint,
-    load_checkpoint,
-    remove_stale_temporaries,
-    write_run_checkpoint,
-)
+from .atomic import atomic_write_text, remove_stale_temporaries
+from .checkpoint import latest_checkpoint, load_checkpoint, write_run_checkpoint
 from .config import (
     apply_overrides,
     config_differences,
