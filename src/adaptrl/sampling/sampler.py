@@ -18,7 +18,7 @@ import torch
 from ..envs import BatchEnv, make_batch_env
 from ..tasks import TaskFamily, get_family
 from .episodes import Episodes
-from .policy import Policy, check_state, hold_state
+from .policy import MemorylessPolicy, Policy, check_state, hold_state
 
 
 @contextlib.contextmanager
@@ -76,18 +76,26 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
     track_feedback = _uses_feedback(policy)
     state = policy.initial_state((T, N))
     check_state(state)
+    stateful = state is not None
+    # a memoryless policy is called straight (the per-step cost of the old closure contract)
+    act = policy.act if isinstance(policy, MemorylessPolicy) else None
+    new_state = None
     for j in range(k):
         obs_buf[j, 0] = env.reset(rng, generator)
         for t in range(H):
-            was_active = env.active.copy()
-            mask_buf[j, t] = was_active
-            actions, new_state = policy.step(torch.from_numpy(obs_buf[j, t]), state, *feedback,
-                                             generator)
+            mask_buf[j, t] = env.active
+            if act is not None:
+                actions = act(torch.from_numpy(obs_buf[j, t]), generator)
+            else:
+                actions, new_state = policy.step(torch.from_numpy(obs_buf[j, t]), state,
+                                                 *feedback, generator)
             act_buf[j, t] = actions.numpy() if isinstance(actions, torch.Tensor) else actions
             step = env.step(act_buf[j, t])
             obs_buf[j, t + 1], rew_buf[j, t], term_buf[j, t] = (step.obs, step.reward,
                                                                 step.terminated)
-            if new_state is not None and not was_active.all():
+            if stateful or track_feedback:  # memoryless policies skip this bookkeeping
+                was_active = mask_buf[j, t] > 0
+            if stateful and not was_active.all():
                 new_state = hold_state(torch.from_numpy(was_active), new_state, state)
             state = new_state
             if track_feedback:
