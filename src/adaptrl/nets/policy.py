@@ -193,25 +193,37 @@ class GaussianMLPPolicy(nn.Module):
         return obs
 
 
-class GaussianMLPActor(MemorylessPolicy):
+class NetworkActor:
+    """Mixin of the sampler policies that are a network with parameters θ (shared or per
+    task): the snapshot is the network's constructor arguments, θ and the deterministic flag.
+    Subclasses name the network class in ``network``."""
+
+    network: type
+
+    def __init__(self, net, params: Params | None = None, deterministic: bool = False):
+        self.net, self.params, self.deterministic = net, params, bool(deterministic)
+
+    def current_params(self) -> Params:
+        """θ: the given parameters, or the network's own as they are now."""
+        return self.net.params() if self.params is None else self.params
+
+    def snapshot(self) -> PolicySnapshot:
+        return PolicySnapshot(class_path(type(self)),
+                              {"net": self.net.config(), "deterministic": self.deterministic},
+                              snapshot_tensors(self.current_params()))
+
+    @classmethod
+    def from_snapshot(cls, snapshot: PolicySnapshot):
+        with torch.random.fork_rng(devices=[]):  # the throwaway initialisation draws
+            net = cls.network(**snapshot.spec["net"])
+        return cls(net, dict(snapshot.tensors), snapshot.spec["deterministic"])
+
+
+class GaussianMLPActor(NetworkActor, MemorylessPolicy):
     """A `GaussianMLPPolicy` with parameters θ as a sampler policy: one batched forward pass
     per step, noise from the rollout's generator (the mean when ``deterministic``)."""
 
-    def __init__(self, net: GaussianMLPPolicy, params: Params | None = None,
-                 deterministic: bool = False):
-        self.net, self.params, self.deterministic = net, params, bool(deterministic)
+    network = GaussianMLPPolicy
 
     def act(self, obs, generator=None):
         return self.net.sample(obs, self.params, generator, self.deterministic)
-
-    def snapshot(self) -> PolicySnapshot:
-        params = self.net.params() if self.params is None else self.params
-        return PolicySnapshot(class_path(type(self)),
-                              {"net": self.net.config(), "deterministic": self.deterministic},
-                              snapshot_tensors(params))
-
-    @classmethod
-    def from_snapshot(cls, snapshot: PolicySnapshot) -> GaussianMLPActor:
-        with torch.random.fork_rng(devices=[]):  # the throwaway initialisation draws
-            net = GaussianMLPPolicy(**snapshot.spec["net"])
-        return cls(net, dict(snapshot.tensors), snapshot.spec["deterministic"])

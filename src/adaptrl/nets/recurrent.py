@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import AdaptrlError
-from ..sampling.policy import Policy, PolicySnapshot, class_path, snapshot_tensors
-from .policy import Params, gaussian_kl, gaussian_log_prob
+from ..sampling.policy import Policy
+from .policy import NetworkActor, Params, gaussian_kl, gaussian_log_prob
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -135,20 +135,18 @@ class GaussianGRUPolicy(nn.Module):
         return GRUActor(self, params, deterministic)
 
 
-class GRUActor(Policy):
+class GRUActor(NetworkActor, Policy):
     """A `GaussianGRUPolicy` with parameters θ (shared or per task) as a stateful sampler
     policy."""
 
-    def __init__(self, net: GaussianGRUPolicy, params: Params | None = None,
-                 deterministic: bool = False):
-        self.net, self.params, self.deterministic = net, params, bool(deterministic)
+    network = GaussianGRUPolicy
 
     def initial_state(self, num_envs):
         return torch.zeros(*num_envs, self.net.hidden_size)
 
     @torch.no_grad()
     def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
-        params = self.net.params() if self.params is None else self.params
+        params = self.current_params()
         x = self.net.step_inputs(obs, prev_action, prev_reward, prev_done)
         h = self.net.cell(x, state, params)
         mean = self.net.mean(h, params)
@@ -156,15 +154,3 @@ class GRUActor(Policy):
             return mean, h
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         return mean + noise * torch.exp(self.net._log_std(params, 1)), h
-
-    def snapshot(self) -> PolicySnapshot:
-        params = self.net.params() if self.params is None else self.params
-        return PolicySnapshot(class_path(type(self)),
-                              {"net": self.net.config(), "deterministic": self.deterministic},
-                              snapshot_tensors(params))
-
-    @classmethod
-    def from_snapshot(cls, snapshot: PolicySnapshot) -> GRUActor:
-        with torch.random.fork_rng(devices=[]):
-            net = GaussianGRUPolicy(**snapshot.spec["net"])
-        return cls(net, dict(snapshot.tensors), snapshot.spec["deterministic"])

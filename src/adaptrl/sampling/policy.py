@@ -127,71 +127,79 @@ class UniformPolicy(MemorylessPolicy):
         return cls(snapshot.tensors["low"], snapshot.tensors["high"])
 
 
-def _inner_snapshot(policy: Policy) -> PolicySnapshot:
-    return policy.snapshot()
+class PolicyWrapper(Policy):
+    """A policy around another one, ``inner``: its state and use of feedback are the inner
+    policy's. A memoryless inner policy is called through `act` (the wrapper's own); a
+    stateful one through `wrapped_step`."""
+
+    def __init__(self, inner: Policy):
+        self.inner = inner
+
+    @property
+    def uses_feedback(self):
+        return self.inner.uses_feedback
+
+    def initial_state(self, num_envs):
+        return self.inner.initial_state(num_envs)
+
+    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        if isinstance(self.inner, MemorylessPolicy):
+            return self.act(obs, generator), state
+        return self.wrapped_step(obs, state, prev_action, prev_reward, prev_done, generator)
+
+    def act(self, obs, generator=None):
+        raise NotImplementedError
+
+    def wrapped_step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        raise NotImplementedError
 
 
-class AppendToObservation(Policy):
+class AppendToObservation(PolicyWrapper):
     """Wraps a policy so that it sees ``[obs, extra]``: the task ψ for a task-conditioned
     policy, PEARL's latent z. ``extra``: ``[T, d]`` (one vector per task) or ``[T, N, d]``
     (one per environment)."""
 
     def __init__(self, inner: Policy, extra: torch.Tensor):
-        self.inner = inner
+        super().__init__(inner)
         self.extra = extra
 
     def _inputs(self, obs: torch.Tensor) -> torch.Tensor:
         extra = self.extra if self.extra.dim() == obs.dim() else self.extra[:, None]
         return torch.cat([obs, extra.expand(*obs.shape[:-1], extra.shape[-1])], dim=-1)
 
-    @property
-    def uses_feedback(self):
-        return self.inner.uses_feedback
+    def act(self, obs, generator=None):
+        return self.inner.act(self._inputs(obs), generator)
 
-    def initial_state(self, num_envs):
-        return self.inner.initial_state(num_envs)
-
-    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
-        if isinstance(self.inner, MemorylessPolicy):
-            return self.act(obs, generator), state
+    def wrapped_step(self, obs, state, prev_action, prev_reward, prev_done, generator):
         return self.inner.step(self._inputs(obs), state, prev_action, prev_reward, prev_done,
                                generator)
 
-    def act(self, obs, generator=None):
-        """For a memoryless inner policy: its action on ``[obs, extra]``."""
-        return self.inner.act(self._inputs(obs), generator)
-
     def snapshot(self):
         return PolicySnapshot(class_path(type(self)), {}, snapshot_tensors({"extra": self.extra}),
-                              {"inner": _inner_snapshot(self.inner)})
+                              {"inner": self.inner.snapshot()})
 
     @classmethod
     def from_snapshot(cls, snapshot):
         return cls(snapshot.inner["inner"].build(), snapshot.tensors["extra"])
 
 
-class ScaleActions(Policy):
+class ScaleActions(PolicyWrapper):
     """Wraps a policy acting in [-1, 1] so that it acts in the box [low, high]:
     a = low + (u + 1)/2 · (high − low) (the off-policy methods' tanh-squashed actors)."""
 
     def __init__(self, inner: Policy, low: torch.Tensor, high: torch.Tensor):
-        self.inner = inner
+        super().__init__(inner)
         self.low = torch.as_tensor(low, dtype=torch.float32)
         self.high = torch.as_tensor(high, dtype=torch.float32)
 
     def scale(self, unit_action: torch.Tensor) -> torch.Tensor:
         return self.low + (unit_action + 1.0) * 0.5 * (self.high - self.low)
 
-    @property
-    def uses_feedback(self):
-        return self.inner.uses_feedback
+    def act(self, obs, generator=None):
+        with torch.no_grad():
+            return self.scale(self.inner.act(obs, generator))
 
-    def initial_state(self, num_envs):
-        return self.inner.initial_state(num_envs)
-
-    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
-        if isinstance(self.inner, MemorylessPolicy):
-            return self.act(obs, generator), state
+    def wrapped_step(self, obs, state, prev_action, prev_reward, prev_done, generator):
         # the inner policy saw its own [-1, 1] actions: hand it those back
         unit_prev = (prev_action - self.low) * 2.0 / (self.high - self.low) - 1.0
         with torch.no_grad():
@@ -199,15 +207,10 @@ class ScaleActions(Policy):
                                           generator)
             return self.scale(unit), state
 
-    def act(self, obs, generator=None):
-        """For a memoryless inner policy: its action, scaled to the box."""
-        with torch.no_grad():
-            return self.scale(self.inner.act(obs, generator))
-
     def snapshot(self):
         return PolicySnapshot(class_path(type(self)), {},
                               snapshot_tensors({"low": self.low, "high": self.high}),
-                              {"inner": _inner_snapshot(self.inner)})
+                              {"inner": self.inner.snapshot()})
 
     @classmethod
     def from_snapshot(cls, snapshot):
