@@ -102,6 +102,11 @@ def test_a_gru_policy_in_the_sampler_equals_its_unrolled_network(one_torch_threa
     restarted = sampler.sample(net.actor(deterministic=True), tasks, np.random.default_rng(3),
                                2, horizon=5, trial_episodes=1)
     assert not torch.allclose(episodes.actions[:, :, 5:10], restarted.actions[:, :, :5])
+    # and a new trial starts from h_0 again: the same draws give the same trial
+    second = sampler.sample(net.actor(deterministic=True), tasks, np.random.default_rng(3),
+                            2, horizon=5, trial_episodes=3)
+    assert torch.equal(second.actions, episodes.actions)
+    torch.testing.assert_close(restarted.actions[:, :, :5], episodes.actions[:, :, :5])
 
 
 def test_per_episode_returns_inside_a_trial():
