@@ -41,7 +41,10 @@ def test_check_env(name):
         check_env(env)
     family = REGISTRY[name]
     assert env.observation_space.shape == (family.obs_dim,)
-    assert env.action_space.shape == (family.act_dim,)
+    if family.discrete_actions:
+        assert env.action_space.n == family.act_dim
+    else:
+        assert env.action_space.shape == (family.act_dim,)
 
 
 def test_render_mode_rejected():

@@ -43,7 +43,13 @@ DISCRETE = {"cheetah-dir", "ant-dir"}
 NEVER_TERMINATE = {
     "hopper-2d", "walker-2d", "ant-2d", "ant-3d",  # AdMRL: fixed-length episodes
     "cheetah-vel", "cheetah-vel-pearl", "cheetah-vel-hard", "cheetah-dir", "cheetah-highdim",
+    "tabular-mdp",  # RL²: T = 10 steps
 }
+BANDITS = {"bandit-k5", "bandit-k10", "bandit-k50"}
+# r(s, a) of a tabular MDP reads the state the action is taken in; every other reward is a
+# function of (a, s') (what model-based methods need)
+READS_PREVIOUS_STATE = {"tabular-mdp"}
+NO_BOUNDARY = {"tabular-mdp"}  # probability tables, not points of a box
 
 
 def t(x) -> torch.Tensor:
@@ -96,6 +102,10 @@ def _hand_reward(name, s, a, s2, p) -> float:
     if name == "cheetah-highdim":
         mean, std = _normalizer_lists()
         return sum(p[i] * (s2[i] - mean[i]) / std[i] for i in range(18)) - 0.05 * sq(a)
+    if name in BANDITS:  # the mean reward of the (one-hot) arm
+        return sum(a[i] * p[i] for i in range(len(p)))
+    if name == "tabular-mdp":  # μ(s, a) of one-hot s and a; μ follows P (10·5·10 numbers)
+        return sum(s[i] * a[j] * p[500 + 5 * i + j] for i in range(10) for j in range(5))
     raise AssertionError(f"no hand formula for family '{name}': add one to this test file")
 
 
@@ -128,7 +138,7 @@ def test_reward_matches_hand_computation_on_random_transitions(name):
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", sorted(set(ALL) - READS_PREVIOUS_STATE))
 def test_reward_does_not_read_the_previous_observation(name):
     fam = REGISTRY[name]
     rng = np.random.default_rng(1)
@@ -324,7 +334,8 @@ def test_dynamics_family_reward_does_not_depend_on_psi(name):
 
 
 # ─── 3. splits ───────────────────────────────────────────────────────────────────────────────
-SPLITS = [(n, s) for n in ALL for s in REGISTRY[n].splits]
+SPLITS = [(n, s) for n in ALL for s in REGISTRY[n].splits
+          if not (n in NO_BOUNDARY and s == "boundary")]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -357,7 +368,12 @@ def test_same_seed_gives_same_tasks_and_different_seed_different(name, split):
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("name", ALL)
+def test_tabular_mdp_has_no_boundary_and_says_so():
+    with pytest.raises(AdaptrlError, match="no boundary split"):
+        REGISTRY["tabular-mdp"].boundary(3, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", sorted(set(ALL) - NO_BOUNDARY))
 def test_boundary_is_reproducible_from_the_seed(name):
     fam = REGISTRY[name]
     a = fam.boundary(30, np.random.default_rng(9))
@@ -412,7 +428,8 @@ def test_discrete_family_grid_is_the_two_directions(name):
     assert set(fam.grid(2)[:, 0]) == {-1.0, 1.0}
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n not in DISCRETE and n != "ant-goal"])
+@pytest.mark.parametrize("name", [n for n in ALL if n not in DISCRETE | NO_BOUNDARY
+                                  and n != "ant-goal"])
 def test_boundary_points_lie_on_the_surface_of_the_box(name):
     fam = REGISTRY[name]
     x = fam.boundary(200, np.random.default_rng(0))
@@ -612,7 +629,7 @@ def test_admrl_and_cheetah_families_never_terminate(name):
 
 def test_every_family_is_covered_by_a_termination_test():
     with_rule = {"hopper-params", "walker-params", "humanoid-dir", "point-nav", "point-nav-sq"}
-    with_rule |= {n for n, _ in ANT_RULES}
+    with_rule |= {n for n, _ in ANT_RULES} | BANDITS
     assert with_rule | NEVER_TERMINATE == set(ALL)
     assert not with_rule & NEVER_TERMINATE
     for name in with_rule:
@@ -788,7 +805,7 @@ def test_family_metadata_is_consistent(name):
     fam = REGISTRY[name]
     assert fam.name == name
     assert fam.obs_dim == OBS_DIM[fam.body]
-    assert fam.act_dim == ACT_DIM[fam.body]
+    assert fam.act_dim == (fam.task_dim if fam.body == "bandit" else ACT_DIM[fam.body])
     assert len(set(fam.task_names)) == fam.task_dim == len(fam.low) == len(fam.high)
     assert np.all(fam.low <= fam.high)
     assert fam.horizon > 0

@@ -14,6 +14,11 @@ def make_batch_env(family: TaskFamily | str, num_tasks: int, num_episodes: int,
     family = get_family(family)
     if family.body == "point":
         return PointEnv(family, num_tasks, num_episodes)
+    if family.body in ("bandit", "tabular_mdp"):
+        from .discrete import BanditEnv, TabularMDPEnv
+
+        cls = BanditEnv if family.body == "bandit" else TabularMDPEnv
+        return cls(family, num_tasks, num_episodes)
     from .mujoco_env import MujocoBatchEnv
 
     return MujocoBatchEnv(family, num_tasks, num_episodes, threads=threads)

@@ -100,7 +100,10 @@ class BatchEnv:
                 f"action must have shape {(self.num_tasks, self.num_episodes, self.act_dim)}, "
                 f"got {action.shape}"
             )
-        action = np.clip(action, self.action_low, self.action_high)
+        if self.family.discrete_actions:  # one-hot of the chosen action (argmax of any vector)
+            action = np.eye(self.act_dim, dtype=np.float32)[action.argmax(-1)]
+        else:
+            action = np.clip(action, self.action_low, self.action_high)
         prev_obs = self._obs.copy()
         running = self.active.reshape(-1)
         flat_obs = self._obs.reshape(self.batch_size, self.obs_dim)
@@ -115,6 +118,7 @@ class BatchEnv:
                 torch.from_numpy(prev_obs), torch.from_numpy(action), obs_t, self._tasks_t
             ).to(torch.float32).numpy()
             terminated = self.family.terminated(obs_t, self._tasks_t).numpy()
+        reward = self._draw_reward(reward)
         was_active = self.active.copy()
         reward = np.where(was_active, reward, 0.0).astype(np.float32)
         terminated = terminated & was_active
@@ -122,6 +126,11 @@ class BatchEnv:
         return StepResult(self._obs.copy(), reward, terminated)
 
     # ── subclass hooks ──
+    def _draw_reward(self, mean: np.ndarray) -> np.ndarray:
+        """The rewards of this step ``[T, N]`` given the family's (mean) reward; environments
+        with random rewards draw them here."""
+        return mean
+
     def _reset_state(self, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 

@@ -23,9 +23,12 @@ class TaskEnv(gym.Env):
             raise ValueError("adaptrl views do not render")
         self.family = get_family(family)
         self._batch = make_batch_env(self.family, 1, 1, threads=1)
-        low = self._batch.action_low.astype(np.float32)
-        high = self._batch.action_high.astype(np.float32)
-        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        if self.family.discrete_actions:  # an action index (the batch takes one-hot vectors)
+            self.action_space = gym.spaces.Discrete(self.family.act_dim)
+        else:
+            low = self._batch.action_low.astype(np.float32)
+            high = self._batch.action_high.astype(np.float32)
+            self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.family.obs_dim,), np.float64)
         # the task chosen by the user (None: draw a training task at every reset) and the task
         # of the running episode, kept apart so that set_task() mid-episode waits for reset()
@@ -62,6 +65,8 @@ class TaskEnv(gym.Env):
     def step(self, action):
         if self._done:
             raise RuntimeError("the episode is over: call reset()")
+        if self.family.discrete_actions:
+            action = np.eye(self.family.act_dim, dtype=np.float32)[int(action)]
         action = np.asarray(action, dtype=np.float32).reshape(1, 1, -1)
         result = self._batch.step(action)
         self._t += 1

@@ -9,6 +9,7 @@ from .base import (
     DiskSplit,
     Split,
     TaskFamily,
+    UnavailableSplit,
     gym_name,
     sample_box_boundary,
 )
@@ -31,6 +32,6 @@ def family_names() -> list[str]:
 
 __all__ = [
     "BoundarySplit", "BoxSplit", "CircleSplit", "DiscreteSplit", "DiskSplit", "Split",
-    "TaskFamily", "get_family", "family_names", "gym_name", "highdim_normalizer",
-    "sample_box_boundary", "REGISTRY",
+    "TaskFamily", "UnavailableSplit", "get_family", "family_names", "gym_name",
+    "highdim_normalizer", "sample_box_boundary", "REGISTRY",
 ]

@@ -85,6 +85,22 @@ class DiscreteSplit(Split):
 
 
 @dataclass(frozen=True)
+class UnavailableSplit(Split):
+    """A split a family cannot offer (say why): asking for it is a clear error."""
+
+    reason: str
+
+    def sample(self, n, rng):
+        from ..errors import AdaptrlError
+
+        raise AdaptrlError(self.reason)
+
+    @property
+    def description(self):
+        return "unavailable"
+
+
+@dataclass(frozen=True)
 class DiskSplit(Split):
     """Uniform on the disk of the given radius (goal positions as in PEARL's ant-goal)."""
 
@@ -172,6 +188,9 @@ class TaskFamily:
         default_test_tasks: how many tasks ``split('test')`` gives by default.
         grid_shape: grid points per dimension of the evaluation grid the source paper uses
             (AdMRL's 4×4×3 for Ant3D); empty means the evaluation protocol's default.
+        discrete_actions: the body takes one of ``act_dim`` actions; actions travel as one-hot
+            vectors ``[..., act_dim]`` (environments act on their argmax), so the sampler,
+            `Episodes` and the previous-action feedback need no second layout.
     """
 
     name: str
@@ -192,6 +211,7 @@ class TaskFamily:
     notes: str = ""
     weights: dict[str, float] = field(default_factory=dict)
     grid_shape: tuple[int, ...] = ()
+    discrete_actions: bool = False
 
     def __post_init__(self):
         self.low = np.asarray(self.low, dtype=np.float64)

@@ -28,7 +28,9 @@ from .base import (
     CircleSplit,
     DiscreteSplit,
     DiskSplit,
+    Split,
     TaskFamily,
+    UnavailableSplit,
 )
 
 # ─── observation layouts (Gymnasium v5) ──────────────────────────────────────────────────────
@@ -41,9 +43,10 @@ from .base import (
 # humanoid: qpos[2:] (22) + qvel (23) = 45 (no cinert/cvel/actuator/contact terms);
 #           z = obs[0], vx,vy = obs[22:24] (torso velocity)
 OBS_DIM = {"point": 2, "half_cheetah": 17, "half_cheetah_full": 18, "hopper": 11,
-           "walker2d": 17, "ant": 27, "ant_xy": 29, "humanoid": 45}
+           "walker2d": 17, "ant": 27, "ant_xy": 29, "humanoid": 45, "bandit": 1,
+           "tabular_mdp": 10}
 ACT_DIM = {"point": 2, "half_cheetah": 6, "half_cheetah_full": 6, "hopper": 3, "walker2d": 6,
-           "ant": 8, "ant_xy": 8, "humanoid": 17}
+           "ant": 8, "ant_xy": 8, "humanoid": 17, "tabular_mdp": 5}  # bandits: k arms
 VX_INDEX = {"half_cheetah": 8, "half_cheetah_full": 9, "hopper": 5, "walker2d": 8, "ant": 13,
             "humanoid": 22}
 
@@ -341,3 +344,97 @@ def _cheetah_highdim():
 
 
 register(_cheetah_highdim())
+
+
+# ─── black-box meta-RL families: bandits and tabular MDPs (discrete actions) ─────────────────
+RL2 = "Duan et al. 2016 (RL²)"
+NO_BOUNDARY = ("'{name}' has no boundary split: its tasks are probability tables, not points "
+               "of a box; use --split test")
+
+
+def _bandit(k: int) -> TaskFamily:
+    """k Bernoulli arms, ψ = (p_1, ..., p_k) ~ U[0, 1]^k (RL² §3.1; SNAIL §5.2.1).
+
+    Each pull is an episode of one step; a trial is n pulls (``trial_episodes`` = n; the papers
+    use n = 10, 100, 500). The observation is a constant 0 (RL² App. A.1): the policy learns
+    from the previous action, reward and done flag that the rollout contract feeds it. The
+    environment draws each reward from Bernoulli(p_a); ``reward`` is its mean p_a, which is
+    what is differentiable in ψ."""
+
+    def reward(obs, act, next_obs, psi):
+        return (act.to(psi.dtype) * psi).sum(-1)
+
+    def one_pull(next_obs, psi):  # every pull ends its episode
+        return torch.ones(next_obs.shape[:-1], dtype=torch.bool, device=next_obs.device)
+
+    box = BoxSplit((0.0,) * k, (1.0,) * k)
+    return TaskFamily(
+        name=f"bandit-k{k}", body="bandit", task_names=tuple(f"p{i}" for i in range(k)),
+        low=[0.0] * k, high=[1.0] * k, horizon=1, obs_dim=1, act_dim=k, source=RL2,
+        reward_doc="Bernoulli(p_a) (mean p_a)", reward_fn=reward, terminated_fn=one_pull,
+        splits={"train": box, "test": box, "boundary": BoundarySplit(box.low, box.high)},
+        discrete_actions=True,
+        notes="one pull per episode; trials of n pulls; observation constant 0",
+    )
+
+
+for _k in (5, 10, 50):
+    register(_bandit(_k))
+
+MDP_STATES, MDP_ACTIONS, MDP_HORIZON = 10, 5, 10
+
+
+class TabularMDPSplit(Split):
+    """Random MDPs as in RL² §3.2: for every (s, a), P(·|s, a) ~ Dirichlet(1, ..., 1) and a mean
+    reward μ(s, a) ~ N(1, 1); ψ = [P flattened (s, a, s'), μ flattened (s, a)]."""
+
+    description = "P(·|s,a) ~ Dirichlet(1), μ(s,a) ~ N(1,1)"
+
+    def __init__(self, states: int, actions: int):
+        self.states, self.actions = states, actions
+
+    def sample(self, n, rng):
+        S, A = self.states, self.actions
+        transitions = rng.dirichlet(np.ones(S), size=(n, S, A))
+        means = rng.normal(1.0, 1.0, size=(n, S, A))
+        return np.concatenate([transitions.reshape(n, -1), means.reshape(n, -1)], axis=1)
+
+
+def tabular_mdp_parts(psi, states: int = MDP_STATES, actions: int = MDP_ACTIONS):
+    """``(P [..., S, A, S], μ [..., S, A])`` from ψ ``[..., S·A·S + S·A]`` (numpy or torch)."""
+    split = states * actions * states
+    lead = psi.shape[:-1]
+    return (psi[..., :split].reshape(*lead, states, actions, states),
+            psi[..., split:].reshape(*lead, states, actions))
+
+
+def _tabular_mdp() -> TaskFamily:
+    """|S| = 10, |A| = 5, episodes of T = 10 steps, every episode starting in state 0 (RL² §3.2;
+    SNAIL §5.2.2): ψ holds the transition table P(s'|s, a) and the mean rewards μ(s, a), drawn
+    per task as `TabularMDPSplit` says. Observations are one-hot states; a trial is n episodes
+    (the papers use n = 10, 25, 50, 75, 100). The environment draws s' ~ P(·|s, a) and the
+    reward ~ N(μ(s, a), 1); ``reward`` is its mean μ(s, a), differentiable in ψ."""
+    S, A = MDP_STATES, MDP_ACTIONS
+
+    def reward(obs, act, next_obs, psi):
+        _, means = tabular_mdp_parts(psi, S, A)
+        return torch.einsum("...s,...a,...sa->...", obs.to(psi.dtype), act.to(psi.dtype), means)
+
+    names = tuple(f"P{s}_{a}_{t}" for s in range(S) for a in range(A) for t in range(S)) + \
+        tuple(f"mu{s}_{a}" for s in range(S) for a in range(A))
+    split = TabularMDPSplit(S, A)
+    dim = S * A * S
+    return TaskFamily(
+        name="tabular-mdp", body="tabular_mdp", task_names=names,
+        low=[0.0] * dim + [-5.0] * (S * A), high=[1.0] * dim + [7.0] * (S * A),
+        horizon=MDP_HORIZON, obs_dim=S, act_dim=A, source=RL2,
+        reward_doc="N(μ(s,a), 1) (mean μ(s,a)); s' ~ P(·|s,a)", reward_fn=reward,
+        splits={"train": split, "test": split,
+                "boundary": UnavailableSplit(NO_BOUNDARY.format(name="tabular-mdp"))},
+        discrete_actions=True,
+        notes="|S|=10, |A|=5, T=10, start in state 0; one-hot states; the box over μ is "
+              "N(1,1)'s ±6σ, only a hull",
+    )
+
+
+register(_tabular_mdp())
