@@ -13,8 +13,8 @@ import torch
 from adaptrl.algos import get_algorithm
 from adaptrl.config import make_config
 from adaptrl.envs import action_bounds
-from adaptrl.nets import GaussianGRUPolicy, GaussianMLPPolicy
-from adaptrl.sampling import LocalSampler, PolicySnapshot, UniformPolicy
+from adaptrl.nets import CategoricalGRUPolicy, GaussianGRUPolicy, GaussianMLPPolicy
+from adaptrl.sampling import ContinueTrial, LocalSampler, PolicySnapshot, UniformPolicy
 from adaptrl.tasks import get_family
 
 H, N = 12, 2
@@ -47,7 +47,14 @@ def _every_policy():
         ("gru per task", "point-nav", tasks,
          gru.actor({k: v.detach() for k, v in gru.expand_params(3).items()})),
         ("uniform", "point-nav", tasks, UniformPolicy(*action_bounds(nav))),
+        ("gru resumed in a trial", "point-nav", tasks,
+         ContinueTrial(gru.actor(), torch.randn(3, 6), torch.randn(3, 2), torch.randn(3),
+                       torch.ones(3))),
     ]
+    bandit = get_family("bandit-k5")
+    categorical = CategoricalGRUPolicy(1, 5, 6)
+    cases.append(("categorical gru", "bandit-k5", bandit.sample(3, np.random.default_rng(0)),
+                  categorical.actor()))
     for name, budget, extra in [("maml", 1, ()), ("reptile", 1, ()), ("oracle", 0, ()),
                                 ("maml", 1, ("policy=gru",)), ("pearl", 1, ()),
                                 ("pearl", 1, ("adapt_z=sample",)), ("flap", 1, ())]:

@@ -207,3 +207,64 @@ def test_bad_state_types_are_refused():
     with pytest.raises(TypeError, match="policy state"):
         LocalSampler("point-nav").sample(Bad(), [REACHED], np.random.default_rng(0), 1,
                                          horizon=5)
+
+
+def test_a_trial_resumed_from_its_state_continues_as_the_whole_trial(one_torch_thread):
+    """`ContinueTrial`: the state after episode 1 (from the network unrolled offline) and the
+    feedback of its last step give the same episodes 2 and 3 as one uninterrupted trial."""
+    from adaptrl.sampling import ContinueTrial
+
+    torch.manual_seed(1)
+    net = GaussianGRUPolicy(2, 2, hidden_size=8)
+    sampler = LocalSampler("point-nav")
+    tasks, H = [[0.1, -0.4], [-0.2, 0.3]], 6
+    whole = sampler.sample(net.actor(deterministic=True), tasks, np.random.default_rng(0), 1,
+                           horizon=H, trial_episodes=3)
+    first = sampler.sample(net.actor(deterministic=True), tasks, np.random.default_rng(0), 1,
+                           horizon=H, trial_episodes=1)
+    states = net.unroll(net.inputs(first.obs, first)).detach()  # [T, 1, H, hidden]
+    last = H - 1  # no early end here: the episode's last step is its slot's last
+    assert first.mask.all()
+    resumed = ContinueTrial(net.actor(deterministic=True), states[:, 0, last],
+                            first.actions[:, 0, last], first.rewards[:, 0, last],
+                            torch.ones(2))
+    rest = sampler.sample(resumed, tasks, np.random.default_rng(0), 3, horizon=H,
+                          trial_episodes=2)
+    for n in range(3):  # every environment of a task resumes from the task's state
+        torch.testing.assert_close(rest.actions[:, n], whole.actions[:, 0, H:], atol=1e-5,
+                                   rtol=1e-5)
+    rebuilt = resumed.snapshot().build()
+    again = sampler.sample(rebuilt, tasks, np.random.default_rng(0), 3, horizon=H,
+                           trial_episodes=2)
+    assert torch.equal(again.actions, rest.actions)
+
+
+def test_the_categorical_head_samples_its_softmax_and_scores_one_hot_actions():
+    from adaptrl.nets import CategoricalGRUPolicy
+
+    torch.manual_seed(0)
+    net = CategoricalGRUPolicy(1, 4, hidden_size=8)
+    with torch.no_grad():
+        net.out.bias.copy_(torch.tensor([0.0, 1.0, 2.0, -1.0]))
+    actor = net.actor()
+    obs = torch.zeros(50, 100, 1)
+    feedback = (torch.zeros(50, 100, 4), torch.zeros(50, 100), torch.zeros(50, 100))
+    actions, _ = actor.step(obs, actor.initial_state((50, 100)), *feedback,
+                            torch.Generator().manual_seed(0))
+    assert set(actions.sum(-1).unique().tolist()) == {1.0}  # one-hot
+    h = net.cell(net.step_inputs(obs[:1, :1], *[f[:1, :1] for f in feedback]),
+                 torch.zeros(1, 1, 8), net.params())
+    probs = torch.softmax(net.head_output(h, net.params()), -1)[0, 0]
+    torch.testing.assert_close(actions.mean((0, 1)), probs.detach(), atol=0.01, rtol=0)
+    # log-probabilities, entropies and KL of the head, against their definitions
+    inputs = (obs[:2, :3, None].expand(2, 3, 4, 1), torch.zeros(2, 3, 4, 4),
+              torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), torch.ones(2, 3, 4))
+    one_hot = torch.nn.functional.one_hot(torch.arange(4).repeat(6).reshape(2, 3, 4), 4).float()
+    logits, _ = net(inputs)
+    expected = torch.log_softmax(logits, -1).gather(-1, one_hot.argmax(-1, keepdim=True))[..., 0]
+    torch.testing.assert_close(net.log_prob(inputs, one_hot), expected)
+    logp, entropy, _ = net.evaluate(inputs, one_hot)
+    p = torch.softmax(logits, -1)
+    torch.testing.assert_close(entropy, -(p * p.log()).sum(-1))
+    with torch.no_grad():
+        assert float(net.kl(inputs, net.params(), net.params()).abs().max()) < 1e-6

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import AdaptrlError
 from ..options import check_ranges, option
 from ..sampling import Episodes, LocalSampler, Policy, Sampler
 from ..tasks import TaskFamily
@@ -85,8 +86,17 @@ class MetaAlgorithm:
     phases: ClassVar[tuple[str, ...]] = ()
     """The phases (besides ``sample``) the method marks with `phase`; each gets a
     ``time/<phase>_s`` column in every row, 0 in iterations without it."""
+    discrete_actions: ClassVar[tuple[bool, ...]] = (False,)
+    discrete_hint: ClassVar[str] = ""
+    """Which kinds of action spaces the method handles (False: continuous boxes, True: one of
+    ``act_dim`` discrete actions); others are refused when the method is built."""
 
     def __init__(self, family: TaskFamily, config: BaseConfig, sampler: Sampler | None = None):
+        if family.discrete_actions not in self.discrete_actions:
+            kind = "discrete" if family.discrete_actions else "continuous"
+            raise AdaptrlError(f"{self.name or type(self).__name__} does not handle {kind} "
+                               f"actions, and '{family.name}' has them"
+                               + (self.discrete_hint if family.discrete_actions else ""))
         self.family = family
         self.config = config
         self.iteration = 0  # set by the runner

@@ -27,7 +27,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..nets import GaussianGRUPolicy, GaussianMLPPolicy, Params
+from ..errors import AdaptrlError
+from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy, GaussianMLPPolicy, Params
 from ..nets.curvature import MLPTrace, neg_log_prob_curvature
 from ..optim import TRPOOptions, estimate_advantages, masked_task_mean, step_weights
 from ..sampling import AppendToObservation, Episodes, Policy
@@ -60,13 +61,19 @@ class PolicyGradientMethod(MetaAlgorithm):
 
     Config = PGConfig
     condition_on_task = False
+    discrete_actions = (False, True)
 
     def __init__(self, family, config: PGConfig, sampler=None):
         super().__init__(family, config, sampler)
         obs_dim = family.obs_dim + (family.task_dim if self.condition_on_task else 0)
-        if config.policy == "gru":
-            self.policy = GaussianGRUPolicy(obs_dim, family.act_dim, int(config.hidden_sizes[0]),
-                                            config.init_log_std)
+        if family.discrete_actions and config.policy != "gru":
+            raise AdaptrlError(f"'{family.name}' has discrete actions: gradient methods need "
+                               f"the categorical recurrent policy there (--set policy=gru)")
+        hidden = int(config.hidden_sizes[0])
+        if config.policy == "gru" and family.discrete_actions:
+            self.policy = CategoricalGRUPolicy(obs_dim, family.act_dim, hidden)
+        elif config.policy == "gru":
+            self.policy = GaussianGRUPolicy(obs_dim, family.act_dim, hidden, config.init_log_std)
         else:
             self.policy = GaussianMLPPolicy(obs_dim, family.act_dim, tuple(config.hidden_sizes),
                                             config.activation, config.init_log_std)

@@ -1,12 +1,15 @@
-"""A recurrent Gaussian policy: a GRU over the history of a trial, usable with per-task parameters.
+"""Recurrent policies: a GRU over the history of a trial, usable with per-task parameters.
 
 At step t the network reads x_t = [s_t, a_{t−1}, r_{t−1}, d_{t−1}] (RL²'s inputs: the previous
 action, reward and done flag, zeros at the start of a trial), updates its hidden state
 
     h_t = GRU(x_t, h_{t−1})          (PyTorch's GRU cell equations, h_0 = 0)
 
-and acts with π(a_t | history) = N(W h_t + b, diag(exp(log_std))²). The hidden state carries
-across the episodes of a trial, so the policy can remember what earlier episodes taught it.
+and acts with a head on h_t: Gaussian, π(a_t | history) = N(W h_t + b, diag(exp(log_std))²)
+(`GaussianGRUPolicy`), or categorical over one-hot actions, π = softmax(W h_t + b)
+(`CategoricalGRUPolicy`, discrete families); optionally a value head V(h_t) = wᵀh_t + c for
+actor-critic training (RL² with PPO). The hidden state carries across the episodes of a trial, so
+the policy can remember what earlier episodes taught it.
 
 Parameters are plain dicts like `GaussianMLPPolicy`'s: shared, or with a leading task dimension T
 (``expand_params``), evaluated in one batched call with ``baddbmm``, so the gradient-based
@@ -28,6 +31,8 @@ from ..errors import AdaptrlError
 from ..sampling.policy import Policy
 from .policy import NetworkActor, Params, gaussian_kl, gaussian_log_prob
 
+HEADS = ("gaussian", "categorical")
+
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x Wᵀ + b for shared (``weight [o, i]``) or per-task (``weight [T, o, i]``, ``x
@@ -40,29 +45,39 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
-class GaussianGRUPolicy(nn.Module):
-    """See the module docstring. ``hidden_size``: width of the GRU state."""
+class GRUPolicy(nn.Module):
+    """See the module docstring. ``hidden_size``: width of the GRU state; ``head``: gaussian or
+    categorical; ``value_head``: also a state-value output (``values`` / `evaluate`)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64,
-                 init_log_std: float = 0.0):
+                 init_log_std: float = 0.0, head: str = "gaussian", value_head: bool = False):
         super().__init__()
         if min(obs_dim, act_dim, hidden_size) < 1:
             raise AdaptrlError(f"policy sizes must be positive: obs {obs_dim}, act {act_dim}, "
                                f"hidden {hidden_size}")
+        if head not in HEADS:
+            raise AdaptrlError(f"unknown policy head '{head}'; known: {', '.join(HEADS)}")
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden_size = int(hidden_size)
         self.init_log_std = float(init_log_std)
+        self.head, self.value_head = head, bool(value_head)
         self.input_dim = self.obs_dim + self.act_dim + 2
         self.gru = nn.GRUCell(self.input_dim, self.hidden_size)
         self.out = nn.Linear(self.hidden_size, self.act_dim)
-        self.log_std = nn.Parameter(torch.full((self.act_dim,), self.init_log_std))
-        with torch.no_grad():  # start near zero mean, like the MLP policy
+        if head == "gaussian":
+            self.log_std = nn.Parameter(torch.full((self.act_dim,), self.init_log_std))
+        if self.value_head:
+            self.value = nn.Linear(self.hidden_size, 1)
+        with torch.no_grad():  # start near zero mean / uniform logits, like the MLP policy
             self.out.weight.mul_(0.1)
             self.out.bias.zero_()
 
     def config(self) -> dict:
+        """`GRUPolicy`'s constructor arguments (the subclasses too: the general class rebuilds
+        every variant)."""
         return {"obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                "hidden_size": self.hidden_size, "init_log_std": self.init_log_std}
+                "hidden_size": self.hidden_size, "init_log_std": self.init_log_std,
+                "head": self.head, "value_head": self.value_head}
 
     # ── parameter dicts ──
     def params(self) -> Params:
@@ -84,7 +99,8 @@ class GaussianGRUPolicy(nn.Module):
         n = torch.tanh(i_n + r * h_n)
         return (1 - z) * n + z * h
 
-    def mean(self, h: torch.Tensor, params: Params) -> torch.Tensor:
+    def head_output(self, h: torch.Tensor, params: Params) -> torch.Tensor:
+        """The Gaussian mean or the categorical logits, ``[..., act_dim]``."""
         return _linear(h, params["out.weight"], params["out.bias"])
 
     def step_inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
@@ -96,50 +112,116 @@ class GaussianGRUPolicy(nn.Module):
             return log_std.reshape(log_std.shape[0], *([1] * lead), self.act_dim)
         return log_std
 
+    def act_from(self, h: torch.Tensor, params: Params, generator, deterministic: bool
+                 ) -> torch.Tensor:
+        """Actions ``[T, N, act_dim]`` from states ``h [T, N, hidden]`` (one-hot for the
+        categorical head)."""
+        out = self.head_output(h, params)
+        if self.head == "categorical":
+            if deterministic:
+                index = out.argmax(-1)
+            else:
+                probs = torch.softmax(out, -1).reshape(-1, self.act_dim)
+                index = torch.multinomial(probs, 1, generator=generator).reshape(out.shape[:-1])
+            return nn.functional.one_hot(index, self.act_dim).to(out.dtype)
+        if deterministic:
+            return out
+        noise = torch.randn(out.shape, generator=generator, dtype=out.dtype)
+        return out + noise * torch.exp(self._log_std(params, 1))
+
     # ── a batch of episodes (or trials) ──
     def inputs(self, obs: torch.Tensor, episodes) -> tuple:
         """What the network reads over ``episodes`` (``obs``: their observations, possibly
         with extra conditioning): observations, the sampler's feedback and the step mask."""
         return (obs, *episodes.feedback(), episodes.mask)
 
-    def forward(self, inputs: tuple, params: Params | None = None):
-        """Mean ``[T, N, L, act_dim]`` and log-std (broadcastable) over a batch of trials,
-        unrolled from h_0 = 0 with the state held on masked steps."""
+    def unroll(self, inputs: tuple, params: Params | None = None) -> torch.Tensor:
+        """The state after each step, ``[T, N, L, hidden]``, from h_0 = 0 with the state held
+        on masked steps (as the sampler holds it)."""
         params = self.params() if params is None else params
         obs, prev_action, prev_reward, prev_done, mask = inputs
         x = self.step_inputs(obs, prev_action, prev_reward, prev_done)
-        lead = x.shape[:2]
-        h = x.new_zeros(*lead, self.hidden_size)
-        means = []
+        h = x.new_zeros(*x.shape[:2], self.hidden_size)
+        states = []
         for t in range(x.shape[2]):
             new = self.cell(x[:, :, t], h, params)
-            means.append(self.mean(new, params))
+            states.append(new)
             h = torch.where(mask[:, :, t, None] > 0, new, h)
-        return torch.stack(means, 2), self._log_std(params, 2)
+        return torch.stack(states, 2)
+
+    def forward(self, inputs: tuple, params: Params | None = None):
+        """The head's output ``[T, N, L, act_dim]`` (mean or logits) and the log-std
+        (broadcastable; None for the categorical head)."""
+        params = self.params() if params is None else params
+        out = self.head_output(self.unroll(inputs, params), params)
+        return out, (self._log_std(params, 2) if self.head == "gaussian" else None)
+
+    def _log_prob(self, out, log_std, actions):
+        if self.head == "categorical":
+            return (actions * torch.log_softmax(out, -1)).sum(-1)
+        return gaussian_log_prob(out, log_std, actions)
+
+    def _entropy(self, out, log_std):
+        if self.head == "categorical":
+            logp = torch.log_softmax(out, -1)
+            return -(logp.exp() * logp).sum(-1)
+        return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).expand(out.shape[:-1])
 
     def log_prob(self, inputs, actions, params: Params | None = None) -> torch.Tensor:
         """log π(a_t | history) ``[T, N, L]``."""
-        mean, log_std = self(inputs, params)
-        return gaussian_log_prob(mean, log_std, actions)
+        return self._log_prob(*self(inputs, params), actions)
 
     def kl(self, inputs, params_old: Params, params_new: Params) -> torch.Tensor:
         """KL(π_old ‖ π_new) at every step of the histories, ``[T, N, L]``."""
-        return gaussian_kl(*self(inputs, params_old), *self(inputs, params_new))
+        old, log_std_old = self(inputs, params_old)
+        new, log_std_new = self(inputs, params_new)
+        if self.head == "categorical":
+            lp_old, lp_new = torch.log_softmax(old, -1), torch.log_softmax(new, -1)
+            return (lp_old.exp() * (lp_old - lp_new)).sum(-1)
+        return gaussian_kl(old, log_std_old, new, log_std_new)
 
     def entropy(self, params: Params | None = None) -> torch.Tensor:
+        """The Gaussian head's entropy (state-independent); see `evaluate` for per-step
+        entropies of either head."""
         params = self.params() if params is None else params
         return (params["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+    def evaluate(self, inputs, actions, params: Params | None = None):
+        """One unroll for actor-critic training: log π(a_t | history), the entropy of π at each
+        step and V(h_t), each ``[T, N, L]`` (values need ``value_head``)."""
+        params = self.params() if params is None else params
+        states = self.unroll(inputs, params)
+        out = self.head_output(states, params)
+        log_std = self._log_std(params, 2) if self.head == "gaussian" else None
+        values = (_linear(states, params["value.weight"], params["value.bias"]).squeeze(-1)
+                  if self.value_head else None)
+        return self._log_prob(out, log_std, actions), self._entropy(out, log_std), values
 
     def actor(self, params: Params | None = None, deterministic: bool = False) -> GRUActor:
         """The policy the sampler drives (one GRU step per time step, state ``[T, N, hidden]``)."""
         return GRUActor(self, params, deterministic)
 
 
-class GRUActor(NetworkActor, Policy):
-    """A `GaussianGRUPolicy` with parameters θ (shared or per task) as a stateful sampler
-    policy."""
+class GaussianGRUPolicy(GRUPolicy):
+    """The GRU with a Gaussian head (continuous actions)."""
 
-    network = GaussianGRUPolicy
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64,
+                 init_log_std: float = 0.0, value_head: bool = False):
+        super().__init__(obs_dim, act_dim, hidden_size, init_log_std, "gaussian", value_head)
+
+
+class CategoricalGRUPolicy(GRUPolicy):
+    """The GRU with a categorical head over one-hot actions (discrete families)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64,
+                 value_head: bool = False):
+        super().__init__(obs_dim, act_dim, hidden_size, 0.0, "categorical", value_head)
+
+
+class GRUActor(NetworkActor, Policy):
+    """A `GRUPolicy` with parameters θ (shared or per task) as a stateful sampler policy."""
+
+    network = GRUPolicy
 
     def initial_state(self, num_envs):
         return torch.zeros(*num_envs, self.net.hidden_size)
@@ -149,8 +231,4 @@ class GRUActor(NetworkActor, Policy):
         params = self.current_params()
         x = self.net.step_inputs(obs, prev_action, prev_reward, prev_done)
         h = self.net.cell(x, state, params)
-        mean = self.net.mean(h, params)
-        if self.deterministic:
-            return mean, h
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        return mean + noise * torch.exp(self.net._log_std(params, 1)), h
+        return self.net.act_from(h, params, generator, self.deterministic), h

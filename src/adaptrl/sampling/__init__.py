@@ -6,6 +6,7 @@ from .episodes import Episodes, LinearFeatureBaseline
 from .model import ModelEnv, ModelSampler
 from .policy import (
     AppendToObservation,
+    ContinueTrial,
     MemorylessPolicy,
     Policy,
     PolicySnapshot,
@@ -17,7 +18,7 @@ from .policy import (
 from .replay import ReplayBuffer
 from .sampler import LocalSampler, Sampler, rollout
 
-__all__ = ["AppendToObservation", "Episodes", "LinearFeatureBaseline", "LocalSampler",
-           "MemorylessPolicy", "ModelEnv", "ModelSampler", "Policy", "PolicySnapshot",
-           "ReplayBuffer", "Sampler", "ScaleActions", "UniformPolicy", "class_path", "rollout",
-           "snapshot_tensors"]
+__all__ = ["AppendToObservation", "ContinueTrial", "Episodes", "LinearFeatureBaseline",
+           "LocalSampler", "MemorylessPolicy", "ModelEnv", "ModelSampler", "Policy",
+           "PolicySnapshot", "ReplayBuffer", "Sampler", "ScaleActions", "UniformPolicy",
+           "class_path", "rollout", "snapshot_tensors"]

@@ -218,6 +218,52 @@ class ScaleActions(PolicyWrapper):
                    snapshot.tensors["high"])
 
 
+class ContinueTrial(PolicyWrapper):
+    """A stateful policy resumed in the middle of a trial: it starts every environment of task
+    i from the state ``state[i]`` its inner policy had reached there (a tensor ``[T, ...]``), and
+    feeds the first step the previous action, reward and done flag of the last step taken
+    (``[T, act_dim]``, ``[T]``, ``[T]``) instead of a trial start's zeros. Black-box methods
+    hand this out as the policy adapted by the episodes already in the trial."""
+
+    def __init__(self, inner: Policy, state: torch.Tensor, prev_action: torch.Tensor,
+                 prev_reward: torch.Tensor, prev_done: torch.Tensor):
+        super().__init__(inner)
+        self.state, self.prev_action = state, prev_action
+        self.prev_reward, self.prev_done = prev_reward, prev_done
+
+    @property
+    def uses_feedback(self):
+        return True
+
+    def initial_state(self, num_envs):
+        T, N = num_envs
+        state = self.state[:, None].expand(T, N, *self.state.shape[1:]).clone()
+        return state, torch.zeros(T, N, dtype=torch.bool)
+
+    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        inner_state, started = state
+        if not bool(started.all()):  # the first step: the feedback of the trial so far
+            fresh = ~started
+            prev_action = torch.where(fresh[..., None], self.prev_action[:, None], prev_action)
+            prev_reward = torch.where(fresh, self.prev_reward[:, None], prev_reward)
+            prev_done = torch.where(fresh, self.prev_done[:, None], prev_done)
+        actions, inner_state = self.inner.step(obs, inner_state, prev_action, prev_reward,
+                                               prev_done, generator)
+        return actions, (inner_state, torch.ones_like(started))
+
+    def snapshot(self):
+        tensors = {"state": self.state, "prev_action": self.prev_action,
+                   "prev_reward": self.prev_reward, "prev_done": self.prev_done}
+        return PolicySnapshot(class_path(type(self)), {}, snapshot_tensors(tensors),
+                              {"inner": self.inner.snapshot()})
+
+    @classmethod
+    def from_snapshot(cls, snapshot):
+        t = snapshot.tensors
+        return cls(snapshot.inner["inner"].build(), t["state"], t["prev_action"],
+                   t["prev_reward"], t["prev_done"])
+
+
 # ── state bookkeeping for the sampler ──────────────────────────────────────────────────────
 def check_state(state: State) -> None:
     """TypeError unless ``state`` is None, a tensor, or a tuple/list/dict of them."""
