@@ -14,10 +14,12 @@ from .flap import FLAP
 from .maml import FOMAML, MAML
 from .pearl import PEARL
 from .reptile import Reptile
+from .rl2 import RL2
 
 ALGORITHMS: dict[str, type[MetaAlgorithm]] = {
     cls.name: cls for cls in (MAML, FOMAML, Reptile, RandomInit, MultiTaskPretrain,
-                              TaskConditionedOracle, PEARL, FLAP, AdMRL, MBUniform, MBGauss)
+                              TaskConditionedOracle, PEARL, FLAP, AdMRL, MBUniform, MBGauss,
+                              RL2)
 }
 
 

@@ -29,6 +29,15 @@ from .implicit import (
     policy_hessian_product,
     reward_gradient,
 )
+from .ppo import (
+    PPOOptions,
+    minibatch_rows,
+    ppo_clipped_loss,
+    ppo_optimizer,
+    ppo_update,
+    ppo_value_loss,
+    select_rows,
+)
 from .trpo import (
     REFUSED_LINE_SEARCH,
     REFUSED_NON_FINITE_CURVATURE,
@@ -46,12 +55,14 @@ from .trpo import (
 )
 
 __all__ = [
-    "REFUSED_LINE_SEARCH", "REFUSED_NON_FINITE_CURVATURE", "REFUSED_NON_FINITE_GRADIENT",
-    "REFUSED_NON_FINITE_LOSS", "REFUSED_NON_FINITE_STEP", "REFUSED_NON_POSITIVE_CURVATURE",
-    "REFUSED_ZERO_GRADIENT", "TRPOOptions", "backtracking_line_search", "conjugate_gradient",
-    "conjugate_gradient_normal", "estimate_advantages", "flat_dict", "flat_grad", "flatten",
-    "hessian_vector_product", "implicit_task_gradient", "make_hvp", "masked_task_mean",
+    "PPOOptions", "REFUSED_LINE_SEARCH", "REFUSED_NON_FINITE_CURVATURE",
+    "REFUSED_NON_FINITE_GRADIENT", "REFUSED_NON_FINITE_LOSS", "REFUSED_NON_FINITE_STEP",
+    "REFUSED_NON_POSITIVE_CURVATURE", "REFUSED_ZERO_GRADIENT", "TRPOOptions",
+    "backtracking_line_search", "conjugate_gradient", "conjugate_gradient_normal",
+    "estimate_advantages", "flat_dict", "flat_grad", "flatten", "hessian_vector_product",
+    "implicit_task_gradient", "make_hvp", "masked_task_mean", "minibatch_rows",
     "mixed_derivative_vjp", "normalize_per_task", "per_task_trpo_step", "per_task_vectors",
-    "policy_hessian_product", "reward_gradient", "step_weights", "task_fisher",
-    "trpo_search_direction", "trpo_step", "unflat_dict", "unflatten_like",
+    "policy_hessian_product", "ppo_clipped_loss", "ppo_optimizer", "ppo_update", "ppo_value_loss",
+    "reward_gradient", "select_rows", "step_weights", "task_fisher", "trpo_search_direction",
+    "trpo_step", "unflat_dict", "unflatten_like",
 ]

@@ -1,0 +1,147 @@
+"""RL² (Duan et al. 2016, "Fast Reinforcement Learning via Slow Reinforcement Learning"): a
+recurrent policy whose memory, carried across the episodes of a trial, does the adapting.
+
+One meta-iteration:
+  1. sample T tasks ψ_i ~ p(ψ)
+  2. run N trials per task, each ``trial_episodes`` consecutive episodes on the task, with the
+     GRU policy reading (s_t, a_{t−1}, r_{t−1}, d_{t−1}) (RL² §2.2) and its hidden state kept
+     across the trial's episode boundaries (reset between trials)
+  3. GAE over the whole trial (the done flag is an input, not a cut in bootstrapping: the
+     objective is the trial's total discounted reward, RL² §2.2) with the network's value head
+  4. PPO on minibatches of whole trials (`adaptrl.optim.ppo`), each re-unrolling its trials
+     from h_0, so no truncated backpropagation through time is needed.
+
+The paper trained with TRPO; PPO is what RL² is trained with today (Meta-World, garage, varibad;
+../shared/references/blackbox.md §2). Policy and value share the GRU (two linear heads); RL²
+used a separate baseline network of the same shape. Discrete families get a categorical head
+over one-hot actions, continuous ones a Gaussian head.
+
+Meta-test (`adapt`): a budget n is the number of episodes already in the trial. One trial of
+max(n) episodes per task runs with the trained policy; the policy adapted by n episodes is the
+network resumed from its state after the n-th episode (`adaptrl.sampling.ContinueTrial`), so the
+evaluation protocol's fresh episodes are episode n + 1 of the trial and the budgets trace the
+black-box adaptation curve.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy
+from ..optim.ppo import PPOOptions, ppo_optimizer, ppo_update, select_rows
+from ..sampling import ContinueTrial, Episodes
+from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
+
+
+@dataclass
+class RL2Config(PPOOptions, BaseConfig):
+    """RL² settings; the PPO fields come from `PPOOptions`."""
+
+    iterations: int = option(500, "meta-training iterations")
+    meta_batch: int = option(32, "tasks per meta-iteration")
+    fast_batch: int = option(4, "trials per task per meta-iteration")
+    trial_episodes: int = option(2, "episodes per trial (the memory spans them)", ge=1)
+    hidden_sizes: list = option([256], "GRU width (hidden_sizes[0]; RL² used 256)")
+    gamma: float = option(0.99, "discount over the whole trial", gt=0, le=1)
+    gae_lambda: float = option(0.3, "GAE λ over the trial (RL²'s bandit setting)", ge=0, le=1)
+    init_log_std: float = option(0.0, "initial log-std of a Gaussian head")
+    minibatches: int = option(4, "PPO minibatches of whole trials per epoch", ge=1)
+    ppo_epochs: int = option(4, "PPO epochs per meta-iteration", ge=1)
+    entropy_coef: float = option(0.01, "PPO entropy bonus weight", ge=0)
+
+
+class RL2(MetaAlgorithm):
+    name = "rl2"
+    Config = RL2Config
+    budget_unit = "episodes in the trial"
+    discrete_actions = (False, True)
+
+    @property
+    def default_budgets(self) -> tuple[int, ...]:
+        """Every episode index of a training trial: 0 (a fresh trial) to trial_episodes − 1."""
+        return tuple(range(self.config.trial_episodes))
+
+    def __init__(self, family, config: RL2Config, sampler=None):
+        super().__init__(family, config, sampler)
+        hidden = int(config.hidden_sizes[0])
+        if family.discrete_actions:
+            self.policy = CategoricalGRUPolicy(family.obs_dim, family.act_dim, hidden,
+                                               value_head=True)
+        else:
+            self.policy = GaussianGRUPolicy(family.obs_dim, family.act_dim, hidden,
+                                            config.init_log_std, value_head=True)
+        self.optimizer = ppo_optimizer(self.policy.parameters(), config)
+
+    # ── one meta-iteration ──
+    def train_step(self, rng):
+        cfg = self.config
+        tasks = self.family.sample(cfg.meta_batch, rng)
+        trials = self.rollout(self.policy.actor(), tasks, rng, cfg.fast_batch,
+                              trial_episodes=cfg.trial_episodes)
+        inputs = self.policy.inputs(trials.obs, trials)
+        with torch.no_grad():
+            old_log_prob, _, values = self.policy.evaluate(inputs, trials.actions)
+        values = values * trials.mask
+        advantages = trials.gae(values, cfg.gamma, cfg.gae_lambda)  # across the whole trial
+        returns = (advantages + values) * trials.mask
+        by_row = [x.flatten(0, 1) for x in (*inputs, trials.actions)]
+
+        def loss_terms(rows):  # re-unroll the selected trials from h_0
+            *row_inputs, actions = (select_rows(x, rows, lead=1)[None] for x in by_row)
+            log_prob, entropy, row_values = self.policy.evaluate(tuple(row_inputs), actions)
+            return log_prob, row_values, entropy
+
+        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+        metrics = ppo_update(loss_terms, self.optimizer, trials.mask, advantages,
+                             generator=generator, options=cfg, returns=returns,
+                             old_log_prob=old_log_prob)
+        metrics.update(trial_metrics(trials))
+        return metrics
+
+    # ── meta-test: the memory adapts ──
+    def adapt(self, tasks, budgets, rng):
+        tasks = self.family.check_tasks(tasks)
+        requested, budgets = sorted_budgets(budgets)
+        if not budgets:
+            return []
+        T, start = len(tasks), time.perf_counter()
+        actor = self.policy.actor()
+        results = {0: Adapted(actor, np.zeros(T), 0.0)}
+        if budgets[-1] > 0:
+            trial = self.rollout(actor, tasks, rng, 1, trial_episodes=budgets[-1])
+            with torch.no_grad():
+                states = self.policy.unroll(self.policy.inputs(trial.obs, trial))[:, 0]
+            mask, H = trial.mask[:, 0], trial.episode_horizon
+            seconds = time.perf_counter() - start
+            for n in budgets[1:]:
+                # the last step taken in episode n (an episode that ended early holds it)
+                slot = mask[:, (n - 1) * H:n * H]
+                last = (n - 1) * H + (slot * torch.arange(H)).argmax(-1)
+                rows = torch.arange(T)
+                policy = ContinueTrial(actor, states[rows, last], trial.actions[rows, 0, last],
+                                       trial.rewards[rows, 0, last], torch.ones(T))
+                results[n] = Adapted(policy, mask[:, :n * H].sum(-1).numpy(), seconds)
+        return [results[b] for b in requested]
+
+    # ── checkpoints ──
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+
+
+def trial_metrics(trials: Episodes) -> dict[str, float]:
+    """The trial's total return, and the returns of its first and last episodes (the
+    adaptation inside the trial), means over tasks and trials."""
+    per_episode = trials.trial_episode_returns().double()  # [T, N, k]
+    return {"return": float(per_episode.sum(-1).mean()),
+            "return/first_episode": float(per_episode[..., 0].mean()),
+            "return/last_episode": float(per_episode[..., -1].mean())}

@@ -1,0 +1,85 @@
+"""RL²: a GRU policy trained by PPO over trials, adapting in its memory; the evaluation protocol
+reads its adaptation curve episode by episode."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adaptrl.algos import get_algorithm
+from adaptrl.config import make_config
+from adaptrl.eval import evaluate
+from adaptrl.runner import load_run, train
+from adaptrl.sampling import ContinueTrial
+from adaptrl.tasks import get_family
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_runner import assert_resume_is_exact  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _rl2(family="bandit-k5", *overrides, seed=0):
+    cls = get_algorithm("rl2")
+    torch.manual_seed(seed)
+    return cls(get_family(family), make_config(cls, "smoke", list(overrides)))
+
+
+def test_smoke_trains_and_evaluates_episode_by_episode(tmp_path):
+    run_dir = train("rl2", "bandit-k5", preset="smoke", out=tmp_path / "run", progress=False)
+    algo, _, info = load_run(run_dir)
+    assert info["iteration"] == 3 and algo.budget_unit == "episodes in the trial"
+    assert algo.default_budgets == tuple(range(10))
+    tasks = algo.family.split("test", 6, np.random.default_rng(0))
+    result = evaluate(algo, algo.family, tasks, [0, 1, 5], 4, np.random.default_rng(1))
+    assert result["budget_unit"] == "episodes in the trial"
+    # each budget's policy resumes after that many pulls of its task
+    assert [t["samples"] for t in result["tasks"]][0] == [0, 1, 5]
+    returns = np.array([t["returns"] for t in result["tasks"]])
+    assert returns.shape == (6, 3) and set(np.unique(returns)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+
+
+def test_adapted_policies_resume_the_trial_where_the_context_left_it():
+    algo = _rl2("point-nav", "trial_episodes=2", "horizon=8")
+    tasks = algo.family.split("test", 3, np.random.default_rng(0))
+    adapted = algo.adapt(tasks, [1, 0], np.random.default_rng(2))
+    assert isinstance(adapted[0].policy, ContinueTrial)
+    assert adapted[0].samples.tolist() == [8, 8, 8] and adapted[1].samples.sum() == 0
+    state, _ = adapted[0].policy.initial_state((3, 2))
+    assert state.shape == (3, 2, 16) and not torch.equal(state[0, 0], state[1, 0])
+    assert torch.equal(adapted[0].policy.prev_done, torch.ones(3))
+
+
+def test_resume_is_exact(tmp_path):
+    assert_resume_is_exact(tmp_path, "rl2", "bandit-k5", first=1, total=3)
+
+
+def test_continuous_families_get_a_gaussian_head_and_train():
+    algo = _rl2("point-nav", "trial_episodes=2", "horizon=10")
+    assert algo.policy.head == "gaussian"
+    metrics = algo.train_step(np.random.default_rng(0))
+    assert np.isfinite(metrics["return"]) and metrics["ppo/updates"] > 0
+    assert metrics["ppo/skipped"] == 0
+
+
+def test_rl2_learns_to_exploit_a_five_armed_bandit_within_its_trials():
+    """60 small PPO iterations (about 15 s on one core) take the mean total reward of 10-pull
+    trials on 1000 held-out bandits from random play's 5.0 to above 5.4 (measured: 5.69 ±
+    0.16; RL² Table 1 reports 6.7 after far longer training), and the later pulls of a trial
+    earn more than the first: the adaptation happens inside the trial."""
+    algo = _rl2("bandit-k5", "iterations=60", "meta_batch=32", "fast_batch=4",
+                "hidden_sizes=32", "lr=0.003", "ppo_epochs=4", "minibatches=4")
+    rng = np.random.default_rng(0)
+    for _ in range(algo.config.iterations):
+        algo.train_step(rng)
+    tasks = algo.family.split("test", 1000, np.random.default_rng(123))
+    trials = algo.sampler.sample(algo.policy.actor(), tasks, np.random.default_rng(7), 1,
+                                 trial_episodes=10)
+    per_pull = trials.trial_episode_returns()[:, 0].double()  # [1000, 10]
+    assert float(per_pull.sum(-1).mean()) > 5.4
+    # the second half of a trial pays well above chance (0.5; 5000 pulls: SE ≈ 0.007) and
+    # above its first pull (measured 0.574 vs 0.525)
+    later = float(per_pull[:, 5:].mean())
+    assert later > 0.55 and later > float(per_pull[:, 0].mean())
