@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--threads", type=_positive_int, default=None,
                          help="MuJoCo rollout threads (one per core)")
     sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--recurrent", type=_positive_int, default=None, metavar="WIDTH",
+                         help="also time a GRU policy of this width (RL²'s) on the same batches")
     sampler.add_argument("--json", action="store_true", help="print JSON")
 
     meta = bench_sub.add_parser("meta-step",
@@ -285,7 +287,8 @@ def cmd_bench(args) -> int:
     configure_threads()
     result = bench_sampler(args.family, tasks=args.tasks, episodes=args.episodes,
                            horizon=args.horizon, hidden=hidden, repeats=args.repeats,
-                           seed=args.seed, threads=args.threads)
+                           seed=args.seed, threads=args.threads,
+                           recurrent=args.recurrent or 0)
     print(json.dumps(result, indent=1) if args.json else format_result(result))
     return 0
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from ..nets import GaussianMLPPolicy
+from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy, GaussianMLPPolicy
 from ..sampling import LocalSampler
 from ..tasks import get_family
 
@@ -39,9 +39,11 @@ def raw_mj_step_rate(family, steps: int, seed: int = 0) -> float:
 
 def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int | None = None,
                   hidden=(100, 100), repeats: int = 1, seed: int = 0,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, recurrent: int = 0) -> dict:
     """Time ``repeats`` full sampler batches (policy inference and rewards included) and a raw
-    single-thread physics loop on the same model, in this process."""
+    single-thread physics loop on the same model, in this process. ``recurrent`` > 0 also times
+    the same batches with a recurrent policy (a GRU of that width, RL²'s inputs: its state and
+    the previous action/reward/done bookkeeping), alternating with the memoryless one."""
     fam = get_family(family)
     horizon = int(horizon or fam.horizon)
     sampler = LocalSampler(fam, threads=threads)
@@ -52,12 +54,23 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
     # warm-up: a short batch so that first-call costs (thread pools, allocations) are not timed
     sampler.sample(actor, fam.sample(2, rng), rng, 2, horizon=2)
     env = sampler.environments(tasks, episodes)  # built outside the timed region
-    steps, seconds = 0, 0.0
+    gru = None
+    if recurrent:
+        net = (CategoricalGRUPolicy(fam.obs_dim, fam.act_dim, recurrent) if fam.discrete_actions
+               else GaussianGRUPolicy(fam.obs_dim, fam.act_dim, recurrent))
+        gru = net.actor()
+        sampler.sample(gru, fam.sample(2, rng), rng, 2, horizon=2)
+    steps, seconds, gru_steps, gru_seconds = 0, 0.0, 0, 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         episodes_ = sampler.sample(actor, task_set, rng, episodes, horizon=horizon)
         seconds += time.perf_counter() - start
         steps += episodes_.num_steps
+        if gru is not None:
+            start = time.perf_counter()
+            episodes_ = sampler.sample(gru, task_set, rng, episodes, horizon=horizon)
+            gru_seconds += time.perf_counter() - start
+            gru_steps += episodes_.num_steps
     rate = steps / seconds
     result = {
         "family": fam.name, "tasks": tasks, "episodes": episodes, "horizon": horizon,
@@ -65,8 +78,11 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
         "steps_per_s": rate, "raw_steps_per_s": None, "ratio": None,
         "mujoco_threads": getattr(env, "threads", None),
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "recurrent_policy": f"GRU {recurrent}" if recurrent else None,
+        "recurrent_steps_per_s": gru_steps / gru_seconds if recurrent else None,
+        "recurrent_over_memoryless": gru_steps / gru_seconds / rate if recurrent else None,
     }
-    if fam.body != "point":
+    if env.__class__.__name__ == "MujocoBatchEnv":
         raw = raw_mj_step_rate(fam, min(steps, 20_000), seed)
         result["raw_steps_per_s"] = raw
         result["ratio"] = rate / raw
@@ -87,4 +103,8 @@ def format_result(r: dict) -> str:
         lines.append(f"  raw mj_step loop (1 thread):          {r['raw_steps_per_s']:>10,.0f} "
                      "env-steps/s")
         lines.append(f"  ratio sampler / raw:                  {r['ratio']:>10.2f}x")
+    if r.get("recurrent_steps_per_s") is not None:
+        lines.append(f"  sampler, {r['recurrent_policy']} policy:       "
+                     f"{r['recurrent_steps_per_s']:>10,.0f} env-steps/s "
+                     f"({r['recurrent_over_memoryless']:.2f}x the memoryless policy's)")
     return "\n".join(lines)
