@@ -13,6 +13,8 @@
     adaptrl oracle FAMILY [--split grid | --tasks FILE.json] [--per-dim 6] [--horizon H]
                    [--iterations 200 --episodes 10 --eval-episodes 20] [--cache DIR] [--force]
     adaptrl plot-tasks RUN_DIR... [--out FILE.png]
+    adaptrl baselines FAMILY [--split test] [--trial-episodes n] [--episodes 20] [--seed 0]
+                      [--num-tasks 40] [--only a,b] [--out DIR]
 
 Mistakes in names or arguments print one line that lists the valid choices, and exit with 2.
 """
@@ -137,6 +139,27 @@ def _add_eval_parsers(sub) -> None:
     ev.add_argument("--per-dim", type=_grid_counts, default=None,
                     help="grid points per parameter, or one count per parameter like 4,4,3 "
                          "(default: 6 for 1-D/2-D families, 4 for 3-D, ant-3d 4,4,3)")
+
+    base = sub.add_parser("baselines", help="the classical baselines of a black-box family "
+                          "(bandits, tabular MDPs) in trials; one eval.json per baseline")
+    base.add_argument("family", type=_family_arg, metavar="FAMILY")
+    base.add_argument("--split", choices=EVAL_SPLITS, default="test",
+                      help="task set (test); the same --seed and --num-tasks as `adaptrl eval` "
+                           "give the same tasks")
+    base.add_argument("--trial-episodes", type=_positive_int, default=10,
+                      help="episodes per trial: pulls for bandits, episodes of 10 steps for "
+                           "tabular MDPs (10)")
+    base.add_argument("--episodes", type=_positive_int, default=20,
+                      help="trials per task (20)")
+    base.add_argument("--seed", type=int, default=0, help="evaluation seed (0)")
+    base.add_argument("--num-tasks", type=_positive_int, default=40, help="tasks (40)")
+    base.add_argument("--only", default=None,
+                      help="a comma-separated subset of the baselines (default: all)")
+    base.add_argument("--epsilon", type=float, default=0.1, help="ε of the ε-greedy baselines")
+    base.add_argument("--ucb-c", type=float, default=0.2,
+                      help="UCB1's exploration constant c (0.2; classic UCB1 is 1)")
+    base.add_argument("--out", default=None,
+                      help="folder of one sub-folder per baseline (runs/baselines-FAMILY)")
 
     cmp = sub.add_parser("compare", help="one table and one plot of several runs' evaluations")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -347,6 +370,43 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_baselines(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .eval import eval_dir, format_table, tasks_for_split, write_eval_json, write_reports
+    from .eval.baselines import classical_baselines, evaluate_in_trials
+    from .tasks import get_family
+
+    family = get_family(args.family)
+    if not (0.0 <= args.epsilon <= 1.0) or not args.ucb_c >= 0.0:
+        raise AdaptrlError("--epsilon must be in [0, 1] and --ucb-c ≥ 0")
+    baselines = classical_baselines(family, args.trial_episodes, args.epsilon, args.ucb_c)
+    if args.only:
+        chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in baselines]
+        if unknown or not chosen:
+            raise AdaptrlError(f"unknown baseline(s) {', '.join(unknown) or '(none given)'} for "
+                               f"'{family.name}'; known: {', '.join(baselines)}")
+        baselines = {name: baselines[name] for name in chosen}
+    task_seed, eval_seed = np.random.SeedSequence(args.seed).spawn(2)  # as `adaptrl eval`
+    tasks = tasks_for_split(family, args.split, args.num_tasks, np.random.default_rng(task_seed))
+    out = Path(args.out) if args.out else Path("runs") / f"baselines-{family.name}"
+    configure_threads()
+    for name, policy in baselines.items():
+        result = evaluate_in_trials(policy, name, family, tasks, args.trial_episodes,
+                                    args.episodes, np.random.default_rng(eval_seed),
+                                    split=args.split, seed=args.seed)
+        folder = eval_dir(out / name, args.split)
+        paths = {"eval": write_eval_json(result, folder / "eval.json"),
+                 **write_reports(result, folder)}
+        print(format_table(result))
+        for path in paths.values():
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .config import describe_options, make_config
     from .runner import train
@@ -506,7 +566,7 @@ def cmd_plot_tasks(args) -> int:
 
 COMMANDS = {"envs": cmd_envs, "bench": cmd_bench, "normalizer": cmd_normalizer, "eval": cmd_eval,
             "compare": cmd_compare, "train": cmd_train}
-COMMANDS.update({"oracle": cmd_oracle, "plot-tasks": cmd_plot_tasks})
+COMMANDS.update({"oracle": cmd_oracle, "plot-tasks": cmd_plot_tasks, "baselines": cmd_baselines})
 
 
 def main(argv=None) -> int:

@@ -133,3 +133,35 @@ for _name in ("point-nav", "point-nav-sq"):
         description="greedy straight line: each coordinate moves min(0.1, remaining) per step",
         returns=_point_nav_returns,
     ))
+
+
+def _bandit_returns(family: TaskFamily, tasks: np.ndarray, horizon: int) -> np.ndarray:
+    """The expected return of the best arm: each episode is one pull, so A*(ψ) = max_i p_i."""
+    return np.asarray(tasks, dtype=np.float64).max(-1)
+
+
+for _name in ("bandit-k5", "bandit-k10", "bandit-k50"):
+    register_oracle(_name, Oracle(
+        kind="analytic", description="the best arm's mean, max_i p_i (expected, per pull)",
+        returns=_bandit_returns,
+    ))
+
+
+def _tabular_mdp_returns(family: TaskFamily, tasks: np.ndarray, horizon: int) -> np.ndarray:
+    """The expected return of the optimal finite-horizon policy from state 0: backward value
+    iteration over ``horizon`` steps on the true MDP (SNAIL normalises by this)."""
+    from ..tasks.families import MDP_ACTIONS, MDP_STATES, tabular_mdp_parts
+
+    transitions, means = tabular_mdp_parts(np.asarray(tasks, dtype=np.float64), MDP_STATES,
+                                           MDP_ACTIONS)
+    value = np.zeros((len(tasks), MDP_STATES))
+    for _ in range(horizon):
+        q = means + np.einsum("tsan,tn->tsa", transitions, value)
+        value = q.max(-1)
+    return value[:, 0]
+
+
+register_oracle("tabular-mdp", Oracle(
+    kind="analytic", description="value iteration on the true MDP, T steps from state 0",
+    returns=_tabular_mdp_returns,
+))
