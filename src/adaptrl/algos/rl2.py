@@ -113,16 +113,16 @@ class RL2(MetaAlgorithm):
         results = {0: Adapted(actor, np.zeros(T), 0.0)}
         if budgets[-1] > 0:
             trial = self.rollout(actor, tasks, rng, 1, trial_episodes=budgets[-1])
-            with torch.no_grad():
-                states = self.policy.unroll(self.policy.inputs(trial.obs, trial))[:, 0]
-            mask, H = trial.mask[:, 0], trial.episode_horizon
+            inputs = self.policy.inputs(trial.obs, trial)
+            mask, H, rows = trial.mask[:, 0], trial.episode_horizon, torch.arange(T)
             seconds = time.perf_counter() - start
             for n in budgets[1:]:
                 # the last step taken in episode n (an episode that ended early holds it)
                 slot = mask[:, (n - 1) * H:n * H]
                 last = (n - 1) * H + (slot * torch.arange(H)).argmax(-1)
-                rows = torch.arange(T)
-                policy = ContinueTrial(actor, states[rows, last], trial.actions[rows, 0, last],
+                with torch.no_grad():
+                    state = self.policy.state_after(inputs, last)
+                policy = ContinueTrial(actor, state, trial.actions[rows, 0, last],
                                        trial.rewards[rows, 0, last], torch.ones(T))
                 results[n] = Adapted(policy, mask[:, :n * H].sum(-1).numpy(), seconds)
         return [results[b] for b in requested]

@@ -149,6 +149,12 @@ class GRUPolicy(nn.Module):
             h = torch.where(mask[:, :, t, None] > 0, new, h)
         return torch.stack(states, 2)
 
+    def state_after(self, inputs: tuple, last: torch.Tensor, params: Params | None = None):
+        """The actor's state ``[T, hidden]`` after step ``last[i]`` of row ``(i, 0)`` of a batch
+        of trials (its first row per task), as the sampler would have carried it."""
+        states = self.unroll(inputs, params)[:, 0]
+        return states[torch.arange(states.shape[0]), last]
+
     def forward(self, inputs: tuple, params: Params | None = None):
         """The head's output ``[T, N, L, act_dim]`` (mean or logits) and the log-std
         (broadcastable; None for the categorical head)."""

@@ -220,7 +220,8 @@ class ScaleActions(PolicyWrapper):
 
 class ContinueTrial(PolicyWrapper):
     """A stateful policy resumed in the middle of a trial: it starts every environment of task
-    i from the state ``state[i]`` its inner policy had reached there (a tensor ``[T, ...]``), and
+    i from the state ``state[i]`` its inner policy had reached there (a tensor ``[T, ...]``, or a
+    tuple / list / dict of such tensors), and
     feeds the first step the previous action, reward and done flag of the last step taken
     (``[T, act_dim]``, ``[T]``, ``[T]``) instead of a trial start's zeros. Black-box methods
     hand this out as the policy adapted by the episodes already in the trial."""
@@ -237,7 +238,7 @@ class ContinueTrial(PolicyWrapper):
 
     def initial_state(self, num_envs):
         T, N = num_envs
-        state = self.state[:, None].expand(T, N, *self.state.shape[1:]).clone()
+        state = tree_map(lambda x: x[:, None].expand(T, N, *x.shape[1:]).clone(), self.state)
         return state, torch.zeros(T, N, dtype=torch.bool)
 
     def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
@@ -252,19 +253,72 @@ class ContinueTrial(PolicyWrapper):
         return actions, (inner_state, torch.ones_like(started))
 
     def snapshot(self):
-        tensors = {"state": self.state, "prev_action": self.prev_action,
-                   "prev_reward": self.prev_reward, "prev_done": self.prev_done}
-        return PolicySnapshot(class_path(type(self)), {}, snapshot_tensors(tensors),
-                              {"inner": self.inner.snapshot()})
+        leaves, layout = tree_flatten(self.state)
+        tensors = {"prev_action": self.prev_action, "prev_reward": self.prev_reward,
+                   "prev_done": self.prev_done,
+                   **{f"state.{i}": leaf for i, leaf in enumerate(leaves)}}
+        return PolicySnapshot(class_path(type(self)), {"state_layout": layout},
+                              snapshot_tensors(tensors), {"inner": self.inner.snapshot()})
 
     @classmethod
     def from_snapshot(cls, snapshot):
         t = snapshot.tensors
-        return cls(snapshot.inner["inner"].build(), t["state"], t["prev_action"],
+        layout = snapshot.spec["state_layout"]
+        state = tree_unflatten([t[f"state.{i}"] for i in range(_count_leaves(layout))], layout)
+        return cls(snapshot.inner["inner"].build(), state, t["prev_action"],
                    t["prev_reward"], t["prev_done"])
 
 
 # ── state bookkeeping for the sampler ──────────────────────────────────────────────────────
+def tree_map(fn, tree):
+    """``fn`` applied to every tensor of a state (a tensor, or a tuple/list/dict of them)."""
+    if tree is None:
+        return None
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    return type(tree)(tree_map(fn, v) for v in tree)
+
+
+def tree_flatten(tree) -> tuple[list, object]:
+    """The tensors of a state in a fixed order, and a plain-data layout to rebuild it."""
+    if isinstance(tree, torch.Tensor):
+        return [tree], "tensor"
+    if isinstance(tree, dict):
+        keys = sorted(tree)
+        parts = [tree_flatten(tree[k]) for k in keys]
+        return [x for leaves, _ in parts for x in leaves], {"dict": [[k, lay] for k, (_, lay)
+                                                                    in zip(keys, parts)]}
+    parts = [tree_flatten(v) for v in tree]
+    kind = "tuple" if isinstance(tree, tuple) else "list"
+    return [x for leaves, _ in parts for x in leaves], {kind: [lay for _, lay in parts]}
+
+
+def _count_leaves(layout) -> int:
+    if layout == "tensor":
+        return 1
+    (kind, items), = layout.items()
+    return sum(_count_leaves(lay if kind != "dict" else lay[1]) for lay in items)
+
+
+def tree_unflatten(leaves: list, layout):
+    """The inverse of `tree_flatten`."""
+    leaves = list(leaves)
+
+    def build(lay):
+        if lay == "tensor":
+            return leaves.pop(0)
+        (kind, items), = lay.items()
+        if kind == "dict":
+            return {k: build(sub) for k, sub in items}
+        built = [build(sub) for sub in items]
+        return tuple(built) if kind == "tuple" else built
+
+    return build(layout)
+
+
+
 def check_state(state: State) -> None:
     """TypeError unless ``state`` is None, a tensor, or a tuple/list/dict of them."""
     if state is None or isinstance(state, torch.Tensor):
