@@ -37,7 +37,8 @@ from adaptrl.tasks.families import (
 )
 
 ALL = sorted(REGISTRY)
-PSI_FREE = {"hopper-params", "walker-params"}  # ψ changes the physics, not the reward
+MAZES = {"maze-small", "maze-large"}  # ψ is the maze (walls, start, goal cells)
+PSI_FREE = {"hopper-params", "walker-params"} | MAZES  # ψ changes the physics, not the reward
 PSI_DEPENDENT = sorted(set(ALL) - PSI_FREE)
 DISCRETE = {"cheetah-dir", "ant-dir"}
 NEVER_TERMINATE = {
@@ -49,7 +50,7 @@ BANDITS = {"bandit-k5", "bandit-k10", "bandit-k50"}
 # r(s, a) of a tabular MDP reads the state the action is taken in; every other reward is a
 # function of (a, s') (what model-based methods need)
 READS_PREVIOUS_STATE = {"tabular-mdp"}
-NO_BOUNDARY = {"tabular-mdp"}  # probability tables, not points of a box
+NO_BOUNDARY = {"tabular-mdp"} | MAZES  # probability tables / mazes, not points of a box
 
 
 def t(x) -> torch.Tensor:
@@ -106,6 +107,8 @@ def _hand_reward(name, s, a, s2, p) -> float:
         return sum(a[i] * p[i] for i in range(len(p)))
     if name == "tabular-mdp":  # μ(s, a) of one-hot s and a; μ follows P (10·5·10 numbers)
         return sum(s[i] * a[j] * p[500 + 5 * i + j] for i in range(10) for j in range(5))
+    if name in MAZES:  # on_goal = s'[4], bumped = s'[5]: +1 at the goal, -0.01/step, -0.001/bump
+        return s2[4] - 0.01 - 0.001 * s2[5]
     raise AssertionError(f"no hand formula for family '{name}': add one to this test file")
 
 
@@ -197,6 +200,9 @@ HAND_PICKED = [
     ("ant-2d", {13: 1.0, 14: -1.0}, [0.1] * 8, [2.0, 0.0], -1.04),
     # -(|1 - 2| + |-1 - 0| + 30|0.5 - 0.55|) + 1 - 0.5 * 8 * 0.01
     ("ant-3d", {0: 0.5, 13: 1.0, 14: -1.0}, [0.1] * 8, [2.0, 0.0, 0.55], -2.54),
+    # reaching the goal: 1 - 0.01; a step into a wall: -0.01 - 0.001; walls (s'[:4]) are ignored
+    ("maze-small", {4: 1.0}, [1, 0, 0, 0], [0.0] * 44, 0.99),
+    ("maze-large", {0: 1.0, 1: 1.0, 5: 1.0}, [0, 0, 0, 1], [1.0] * 148, -0.011),
 ]
 
 
@@ -629,7 +635,7 @@ def test_admrl_and_cheetah_families_never_terminate(name):
 
 def test_every_family_is_covered_by_a_termination_test():
     with_rule = {"hopper-params", "walker-params", "humanoid-dir", "point-nav", "point-nav-sq"}
-    with_rule |= {n for n, _ in ANT_RULES} | BANDITS
+    with_rule |= {n for n, _ in ANT_RULES} | BANDITS | MAZES  # mazes: tests/test_mazes.py
     assert with_rule | NEVER_TERMINATE == set(ALL)
     assert not with_rule & NEVER_TERMINATE
     for name in with_rule:
@@ -809,7 +815,7 @@ def test_family_metadata_is_consistent(name):
     assert len(set(fam.task_names)) == fam.task_dim == len(fam.low) == len(fam.high)
     assert np.all(fam.low <= fam.high)
     assert fam.horizon > 0
-    if fam.dynamics is not None:
+    if fam.dynamics is not None and fam.body != "maze":  # a maze's ψ: tests/test_mazes.py
         assert fam.task_dim == sum(DYNAMICS_SIZES[fam.dynamics].values())
 
 

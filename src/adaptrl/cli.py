@@ -382,7 +382,10 @@ def cmd_baselines(args) -> int:
     family = get_family(args.family)
     if not (0.0 <= args.epsilon <= 1.0) or not args.ucb_c >= 0.0:
         raise AdaptrlError("--epsilon must be in [0, 1] and --ucb-c ≥ 0")
-    baselines = classical_baselines(family, args.trial_episodes, args.epsilon, args.ucb_c)
+    task_seed, eval_seed = np.random.SeedSequence(args.seed).spawn(2)  # as `adaptrl eval`
+    tasks = tasks_for_split(family, args.split, args.num_tasks, np.random.default_rng(task_seed))
+    baselines = classical_baselines(family, args.trial_episodes, args.epsilon, args.ucb_c,
+                                    tasks=tasks)
     if args.only:
         chosen = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = [name for name in chosen if name not in baselines]
@@ -390,8 +393,6 @@ def cmd_baselines(args) -> int:
             raise AdaptrlError(f"unknown baseline(s) {', '.join(unknown) or '(none given)'} for "
                                f"'{family.name}'; known: {', '.join(baselines)}")
         baselines = {name: baselines[name] for name in chosen}
-    task_seed, eval_seed = np.random.SeedSequence(args.seed).spawn(2)  # as `adaptrl eval`
-    tasks = tasks_for_split(family, args.split, args.num_tasks, np.random.default_rng(task_seed))
     out = Path(args.out) if args.out else Path("runs") / f"baselines-{family.name}"
     configure_threads()
     for name, policy in baselines.items():

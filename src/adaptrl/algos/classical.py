@@ -49,6 +49,11 @@ generator's N(1, 1). With ``prior_mean=0.0`` greedy, ε-greedy and PSRL land on 
 the matched prior (the default here) greedy values unvisited actions at the average reward,
 keeps exploring, and scores far above RL²'s greedy column (benchmarks/classical_tables.py).
 
+**Mazes** (``maze-small`` / ``maze-large``: local observations [wall_n, wall_e, wall_s, wall_w,
+on_goal, bumped], one-hot moves N, E, S, W, trials of 2 episodes). `RandomMoves`: uniform moves.
+`WallFollower`: the right-hand rule from a random heading, no memory across episodes.
+`ShortestPathOracle`: knows ψ and walks a shortest path (an oracle, not a learner).
+
 Ties between equal best scores are broken uniformly at random with a draw from the generator,
 in every policy (bandit policies can take the lowest index instead, ``ties="first"``).
 `run_baseline` rolls a baseline out through `LocalSampler` and returns each trial's total reward.
@@ -75,7 +80,8 @@ from ..tasks.families import MDP_ACTIONS, MDP_HORIZON, MDP_STATES
 
 __all__ = ["PSRL", "UCB1", "BanditPolicy", "EpsilonGreedyArm", "EpsilonGreedyMDP", "GittinsIndex",
            "GreedyArm", "GreedyMDP", "OptimisticThompson", "RandomArm", "RandomMDPPolicy",
-           "TabularMDPPolicy", "ThompsonSampling", "argmax_random_ties", "default_gittins_discount",
+           "RandomMoves", "ShortestPathOracle", "TabularMDPPolicy", "ThompsonSampling",
+           "WallFollower", "argmax_random_ties", "default_gittins_discount",
            "finite_horizon_plan", "gittins_index", "gittins_table", "run_baseline", "sample_beta",
            "sample_dirichlet", "sample_gamma"]
 
@@ -647,3 +653,82 @@ def run_baseline(policy: Policy, family: TaskFamily | str, tasks, trial_episodes
     batch = LocalSampler(get_family(family)).sample(policy, tasks, rng, episodes,
                                                     trial_episodes=trial_episodes)
     return batch.trial_episode_returns().sum(-1).reshape(-1).double().numpy()
+
+
+# ── mazes ─────────────────────────────────────────────────────────────────────────────────────
+# (``maze-small`` / ``maze-large``: observations [wall_n, wall_e, wall_s, wall_w, on_goal,
+# bumped], one-hot moves N, E, S, W; see `adaptrl.tasks.families._maze`)
+class RandomMoves(RandomMDPPolicy):
+    """A uniform move (N, E, S, W) at every step (SNAIL Table 5 'Random')."""
+
+    def __init__(self, actions: int = 4):
+        super().__init__(actions)
+
+
+class WallFollower(_Snapshotted, Policy):
+    """The right-hand rule (``hand="left"``: the left-hand one): keep a wall on that hand —
+    turn towards it if open, else go straight, else turn away, else go back — from a heading
+    drawn uniformly at each episode start. In a perfect maze it reaches every cell within
+    2·(cells − 1) moves and never hits a wall; it remembers nothing across episodes, so
+    episode 2 is no better than episode 1. Its state is the heading ``[T, N]`` (0 N … 3 W)."""
+
+    def __init__(self, hand: str = "right"):
+        if hand not in ("right", "left"):
+            raise ValueError(f"hand must be 'right' or 'left', got {hand!r}")
+        self.hand = hand
+        self._turns = torch.tensor([1, 0, 3, 2] if hand == "right" else [3, 0, 1, 2])
+
+    def settings(self):
+        return {"hand": self.hand}
+
+    def initial_state(self, num_envs):
+        return {"heading": torch.zeros(tuple(num_envs), dtype=torch.long)}
+
+    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        fresh = _uniform_index(obs.shape[:-1], 4, generator)  # drawn at every step
+        start = (prev_done > 0) | (prev_action.sum(-1) == 0)  # a new episode or trial
+        heading = torch.where(start, fresh, state["heading"])
+        order = (heading[..., None] + self._turns) % 4  # [T, N, 4] moves by preference
+        passes = obs[..., :4].gather(-1, order) < 0.5
+        move = order.gather(-1, passes.to(torch.uint8).argmax(-1, keepdim=True)).squeeze(-1)
+        return _one_hot(move, 4), {"heading": move}
+
+
+class ShortestPathOracle(_Snapshotted, Policy):
+    """Knows ψ: built with the tasks ``[T, k]`` it will run on, it moves along a shortest path
+    (breadth-first search, `adaptrl.envs.maze.maze_plan`) from its cell to the goal, so every
+    episode takes exactly the goal's distance in moves. Its state is its cell ``[T, N]`` (row ·
+    n + col): the start cell at each episode start, then moved by its previous action unless
+    the observation's bumped bit says that move hit a wall."""
+
+    def __init__(self, tasks):
+        from ..envs.maze import maze_distances, maze_plan
+        from ..tasks.families import check_maze_tasks
+
+        self.tasks = torch.as_tensor(np.asarray(tasks, dtype=np.float64))
+        passable, start, goal = check_maze_tasks(self.tasks.numpy())
+        n = passable.shape[-2]
+        self.side = n
+        self._plan = torch.from_numpy(maze_plan(passable, maze_distances(passable, goal))
+                                      ).reshape(len(passable), n * n)
+        self._start = torch.from_numpy(start[:, 0] * n + start[:, 1])
+        self._offsets = torch.tensor([-n, 1, n, -1])
+
+    def settings(self):
+        return {}
+
+    def tensors(self):
+        return {"tasks": self.tasks}
+
+    def initial_state(self, num_envs):
+        T, N = num_envs
+        if T != len(self._start):
+            raise ValueError(f"this oracle knows {len(self._start)} task(s); the batch runs {T}")
+        return {"cell": self._start[:, None].expand(T, N).clone()}
+
+    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        moved = (prev_action.sum(-1) > 0) & (obs[..., 5] < 0.5)
+        cell = state["cell"] + torch.where(moved, self._offsets[prev_action.argmax(-1)], 0)
+        cell = torch.where(prev_done > 0, self._start[:, None], cell)
+        move = self._plan.gather(1, cell)
+        return _one_hot(move, 4), {"cell": cell}

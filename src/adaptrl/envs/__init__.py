@@ -19,6 +19,10 @@ def make_batch_env(family: TaskFamily | str, num_tasks: int, num_episodes: int,
 
         cls = BanditEnv if family.body == "bandit" else TabularMDPEnv
         return cls(family, num_tasks, num_episodes)
+    if family.body == "maze":
+        from .maze import MazeEnv
+
+        return MazeEnv(family, num_tasks, num_episodes)
     from .mujoco_env import MujocoBatchEnv
 
     return MujocoBatchEnv(family, num_tasks, num_episodes, threads=threads)

@@ -24,7 +24,10 @@ from ..algos.classical import (
     GreedyMDP,
     RandomArm,
     RandomMDPPolicy,
+    RandomMoves,
+    ShortestPathOracle,
     ThompsonSampling,
+    WallFollower,
 )
 from ..errors import AdaptrlError
 from ..sampling import LocalSampler, Policy
@@ -36,11 +39,12 @@ BUDGET_UNIT = "episodes in the trial"
 
 
 def classical_baselines(family: TaskFamily | str, trial_episodes: int, epsilon: float = 0.1,
-                        ucb_c: float = 0.2) -> dict[str, Policy]:
+                        ucb_c: float = 0.2, tasks=None) -> dict[str, Policy]:
     """The baselines of a family, by name. Bandits: random, greedy, ε-greedy, UCB1 (``ucb_c``;
     RL²'s numbers need c ≈ 0.05–0.2, classic UCB1 is 1), Thompson sampling and the Gittins
     index for a horizon of ``trial_episodes`` pulls. Tabular MDPs: random, greedy, ε-greedy and
-    PSRL."""
+    PSRL. Mazes: random moves, the right-hand wall follower and, when the ``tasks [T, k]`` it
+    will run on are given, the shortest-path oracle (it knows ψ)."""
     family = get_family(family)
     if family.body == "bandit":
         k = family.act_dim
@@ -50,8 +54,13 @@ def classical_baselines(family: TaskFamily | str, trial_episodes: int, epsilon: 
     if family.body == "tabular_mdp":
         return {"random": RandomMDPPolicy(family.act_dim), "greedy": GreedyMDP(),
                 "epsilon-greedy": EpsilonGreedyMDP(epsilon), "psrl": PSRL()}
+    if family.body == "maze":
+        found = {"random": RandomMoves(family.act_dim), "wall-follower": WallFollower()}
+        if tasks is not None:
+            found["shortest-path"] = ShortestPathOracle(family.check_tasks(tasks))
+        return found
     raise AdaptrlError(f"'{family.name}' has no classical baselines; they exist for the "
-                       f"bandit-k* and tabular-mdp families")
+                       f"bandit-k*, tabular-mdp and maze-* families")
 
 
 def evaluate_in_trials(policy: Policy, name: str, family: TaskFamily | str, tasks,

@@ -165,3 +165,40 @@ register_oracle("tabular-mdp", Oracle(
     kind="analytic", description="value iteration on the true MDP, T steps from state 0",
     returns=_tabular_mdp_returns,
 ))
+
+
+def _maze_returns(family: TaskFamily, tasks: np.ndarray, horizon: int) -> np.ndarray:
+    """The return of the shortest path: L moves to a goal L moves away (breadth-first search)
+    earn 1 − 0.01·L; a goal out of reach within ``horizon`` steps (or not connected) leaves
+    −0.01 per step (−0.011 from a closed cell, where every move hits a wall). Replays the
+    environment's arithmetic: the family's reward on float32 observations, summed over the
+    ``[T, 1, H]`` rewards as `Episodes` sums them."""
+    from ..envs.maze import maze_distances
+    from ..tasks.families import check_maze_tasks
+
+    passable, start, goal = check_maze_tasks(tasks)
+    rows = np.arange(len(tasks))
+    moves = maze_distances(passable, goal)[rows, start[:, 0], start[:, 1]]
+    closed = ~passable[rows, start[:, 0], start[:, 1]].any(-1)
+    obs = torch.zeros(3, family.obs_dim, dtype=torch.float32)
+    obs[1, 4] = 1.0  # on the goal
+    obs[2, 5] = 1.0  # bumped
+    with torch.no_grad():
+        step, arrive, bump = family.reward(obs, torch.zeros(3, family.act_dim), obs,
+                                           torch.zeros(1, family.task_dim)).tolist()
+    t = torch.arange(horizon)[None, None, :]
+    length = torch.as_tensor(moves)[:, None, None]
+    reached = (length >= 1) & (length <= horizon)
+    idle = torch.where(torch.as_tensor(closed)[:, None, None], bump, step)
+    rewards = torch.where(reached, torch.where(t < length - 1, step,
+                                               torch.where(t == length - 1, arrive, 0.0)),
+                          idle).to(torch.float32)
+    return rewards.sum(-1)[:, 0].to(torch.float64).numpy()
+
+
+for _name in ("maze-small", "maze-large"):
+    register_oracle(_name, Oracle(
+        kind="analytic", description="shortest path (breadth-first search): 1 − 0.01·L for a "
+                                     "goal L moves away",
+        returns=_maze_returns,
+    ))

@@ -438,3 +438,184 @@ def _tabular_mdp() -> TaskFamily:
 
 
 register(_tabular_mdp())
+
+
+# ─── mazes: a top-down grid analogue of the visual mazes (RL² §3.3; SNAIL §5.2.4) ────────────
+SNAIL = "Mishra et al. 2018 (SNAIL)"
+MAZE_SIDES = {"maze-small": 5, "maze-large": 9}  # cells along each side
+MAZE_HORIZONS = {"maze-small": 250, "maze-large": 1000}  # SNAIL's per-episode caps
+MAZE_TRAIN_POOL = 1000  # training configurations, as RL² §3.3 and SNAIL §5.2.4
+MAZE_POOL_SEED = 0
+# the four moves, in action order: N, E, S, W as (Δrow, Δcol); row 0 is the northern edge
+MAZE_MOVES = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)], dtype=np.int64)
+_MOVES = tuple(map(tuple, MAZE_MOVES.tolist()))
+MAZE_OBSERVATION = ("wall_n", "wall_e", "wall_s", "wall_w", "on_goal", "bumped")
+MAZE_STEP_COST, MAZE_BUMP_COST = 0.01, 0.001
+OBS_DIM["maze"] = len(MAZE_OBSERVATION)
+ACT_DIM["maze"] = len(MAZE_MOVES)
+
+
+def maze_task_dim(side: int) -> int:
+    """Length of ψ for a ``side × side`` maze: its 2·side·(side − 1) interior walls, then the
+    start and goal cells (row, col)."""
+    return 2 * side * (side - 1) + 4
+
+
+def maze_side(task_dim: int) -> int:
+    """The side of the square maze whose ψ has ``task_dim`` numbers (`maze_task_dim` inverted)."""
+    root = math.isqrt(max(2 * (int(task_dim) - 4) + 1, 0))
+    side = (1 + root) // 2
+    if side < 2 or maze_task_dim(side) != task_dim:
+        raise ValueError(f"{task_dim} numbers are not the ψ of a square maze (2·n·(n−1) + 4)")
+    return side
+
+
+def maze_parts(psi, side: int | None = None):
+    """``(open [..., n, n, 4] bool, start [..., 2], goal [..., 2])`` from ψ ``[..., k]`` (numpy):
+    ``open[..., r, c, d]`` says whether the move d (N, E, S, W) from cell (r, c) passes (the
+    outer border is always closed); start and goal are int64 (row, col) cells.
+
+    ψ layout (n = side): ``east_r_c`` for r < n, c < n − 1 (1 = open passage between (r, c)
+    and (r, c + 1)), then ``south_r_c`` for r < n − 1, c < n (between (r, c) and (r + 1, c)),
+    then start_row, start_col, goal_row, goal_col. Values above 0.5 count as open; cells are
+    rounded."""
+    psi = np.asarray(psi, dtype=np.float64)
+    n = side or maze_side(psi.shape[-1])
+    lead = psi.shape[:-1]
+    walls = n * (n - 1)
+    east = psi[..., :walls].reshape(*lead, n, n - 1) > 0.5
+    south = psi[..., walls:2 * walls].reshape(*lead, n - 1, n) > 0.5
+    passable = np.zeros((*lead, n, n, 4), dtype=bool)
+    passable[..., 1:, :, 0] = south
+    passable[..., :, :-1, 1] = east
+    passable[..., :-1, :, 2] = south
+    passable[..., :, 1:, 3] = east
+    cells = np.rint(psi[..., 2 * walls:]).astype(np.int64)
+    return passable, cells[..., :2], cells[..., 2:]
+
+
+def check_maze_tasks(tasks, side: int | None = None):
+    """`maze_parts` of ``tasks [T, k]`` after checking that the start and goal cells lie in the
+    maze and differ (a maze whose walls do not connect them is allowed: its goal is
+    unreachable)."""
+    passable, start, goal = maze_parts(tasks, side)
+    n = passable.shape[-2]
+    for name, cells in (("start", start), ("goal", goal)):
+        if np.any((cells < 0) | (cells >= n)):
+            raise ValueError(f"maze {name} cells must lie in the {n}×{n} grid")
+    if np.any((start == goal).all(-1)):
+        raise ValueError("a maze's start and goal cells must differ")
+    return passable, start, goal
+
+
+def generate_maze(side: int, rng: np.random.Generator) -> np.ndarray:
+    """ψ of a random perfect maze (a spanning tree of the ``side × side`` grid, carved by a
+    randomized depth-first search from a uniform cell) with a start and a goal cell drawn
+    uniformly, distinct. All randomness comes from ``rng``: ``side²`` uniforms (the root, then
+    one per carved passage), then the two cells."""
+    n = side
+    walls = n * (n - 1)
+    psi = np.zeros(2 * walls + 4)  # east_r_c at r·(n − 1) + c, south_r_c at walls + r·n + c
+    u = rng.random(n * n).tolist()
+    visited = [[False] * n for _ in range(n)]
+    root = divmod(int(u[0] * n * n), n)
+    visited[root[0]][root[1]] = True
+    stack, draw = [root], 1
+    while stack:
+        r, c = stack[-1]
+        options = [(r + dr, c + dc) for dr, dc in _MOVES
+                   if 0 <= r + dr < n and 0 <= c + dc < n and not visited[r + dr][c + dc]]
+        if not options:
+            stack.pop()
+            continue
+        nr, nc = options[int(u[draw] * len(options))]
+        draw += 1
+        if nr == r:
+            psi[r * (n - 1) + min(c, nc)] = 1.0
+        else:
+            psi[walls + min(r, nr) * n + c] = 1.0
+        visited[nr][nc] = True
+        stack.append((nr, nc))
+    start, goal = rng.choice(n * n, size=2, replace=False)
+    psi[2 * walls:] = (start // n, start % n, goal // n, goal % n)
+    return psi
+
+
+@functools.cache
+def _maze_pool(side: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pool = np.stack([generate_maze(side, rng) for _ in range(size)])
+    pool.setflags(write=False)
+    return pool
+
+
+class MazeSplit(Split):
+    """Random perfect ``side × side`` mazes with a start and a goal cell (`generate_maze`).
+    ``pool``: draw uniformly from a fixed pool of that many mazes, generated once from
+    ``pool_seed`` (the papers' 1000 training configurations); None: a fresh maze per task from
+    the split's generator."""
+
+    def __init__(self, side: int, pool: int | None = None, pool_seed: int = MAZE_POOL_SEED):
+        self.side, self.pool, self.pool_seed = int(side), pool, int(pool_seed)
+
+    @property
+    def description(self):
+        kind = (f"one of {self.pool} fixed mazes (pool seed {self.pool_seed})" if self.pool
+                else "a fresh maze per task")
+        return f"random perfect {self.side}×{self.side} mazes, {kind}"
+
+    def sample(self, n, rng):
+        if self.pool is None:
+            return np.stack([generate_maze(self.side, rng) for _ in range(n)])
+        return _maze_pool(self.side, self.pool, self.pool_seed)[rng.integers(0, self.pool, n)]
+
+
+def _maze(name: str) -> TaskFamily:
+    """A random perfect maze on a square grid of cells, seen from above through local
+    observations only — a CPU analogue of the visual mazes of RL² §3.3 and SNAIL §5.2.4, NOT
+    those first-person 3-D (ViZDoom) mazes: its numbers measure a different task and must not be
+    compared with RL² Table 3 or SNAIL Table 5.
+
+    ψ (`maze_parts`): the open/closed state of every interior wall, then the start and the goal
+    cells. The agent sees ``[wall_n, wall_e, wall_s, wall_w, on_goal, bumped]`` (0/1 floats):
+    the four walls of its cell (1 = closed; the border is closed), whether it stands on the goal
+    and whether its last move hit a wall; never its position or the goal's. Actions: the moves
+    N, E, S, W (one-hot; a move into a wall keeps the agent in place). Rewards as SNAIL's:
+    +1 on reaching the goal, which ends the episode, −0.01 per step and −0.001 per wall hit,
+    i.e. r = on_goal − 0.01 − 0.001·bumped of the next observation. Episode caps 250 (5×5) and
+    1000 (9×9) steps, SNAIL's. A trial is 2 episodes in the papers: the maze, start and goal
+    stay fixed within it and each episode restarts at the start cell. Training tasks come from
+    a fixed pool of 1000 mazes, test tasks are fresh mazes (RL² §3.3; SNAIL §5.2.4)."""
+    side, horizon = MAZE_SIDES[name], MAZE_HORIZONS[name]
+
+    def reward(obs, act, next_obs, psi):
+        r = next_obs[..., 4] - MAZE_STEP_COST - MAZE_BUMP_COST * next_obs[..., 5]
+        # ψ shapes the maze (the dynamics), not the reward; still broadcast over the task axis
+        return r.expand(torch.broadcast_shapes(r.shape, psi.shape[:-1]))
+
+    def reached(next_obs, psi):
+        return next_obs[..., 4] > 0.5
+
+    names = tuple(f"east_{r}_{c}" for r in range(side) for c in range(side - 1)) + \
+        tuple(f"south_{r}_{c}" for r in range(side - 1) for c in range(side)) + \
+        ("start_row", "start_col", "goal_row", "goal_col")
+    walls = 2 * side * (side - 1)
+    reason = (f"'{name}' has no boundary split: its tasks are mazes (walls, start and goal "
+              f"cells), not points of a box; use --split test")
+    return TaskFamily(
+        name=name, body="maze", task_names=names, low=[0.0] * (walls + 4),
+        high=[1.0] * walls + [side - 1.0] * 4, horizon=horizon, obs_dim=OBS_DIM["maze"],
+        act_dim=ACT_DIM["maze"], source=SNAIL + " §5.2.4 / " + RL2 + " §3.3, top-down analogue",
+        reward_doc="on_goal − 0.01 − 0.001·bumped (+1 at the goal, which ends the episode)",
+        reward_fn=reward, terminated_fn=reached,
+        splits={"train": MazeSplit(side, MAZE_TRAIN_POOL), "test": MazeSplit(side),
+                "boundary": UnavailableSplit(reason)},
+        dynamics="maze", discrete_actions=True,
+        notes=f"top-down {side}×{side} grid maze with local observations (walls of the cell, "
+              f"on-goal and bumped bits), not the papers' first-person 3-D mazes: do not "
+              f"compare with RL² Table 3 / SNAIL Table 5; trials of 2 episodes",
+    )
+
+
+for _name in MAZE_SIDES:
+    register(_maze(_name))
