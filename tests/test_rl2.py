@@ -83,3 +83,10 @@ def test_rl2_learns_to_exploit_a_five_armed_bandit_within_its_trials():
     # above its first pull (measured 0.574 vs 0.525)
     later = float(per_pull[:, 5:].mean())
     assert later > 0.55 and later > float(per_pull[:, 0].mean())
+
+
+def test_budgets_without_zero_are_served():
+    algo = _rl2("bandit-k5")
+    tasks = algo.family.split("test", 2, np.random.default_rng(0))
+    adapted = algo.adapt(tasks, [3, 1], np.random.default_rng(1))
+    assert [a.samples.tolist() for a in adapted] == [[3, 3], [1, 1]]

@@ -14,12 +14,12 @@ from .flap import FLAP
 from .maml import FOMAML, MAML
 from .pearl import PEARL
 from .reptile import Reptile
-from .rl2 import RL2
+from .rl2 import RL2, SNAIL
 
 ALGORITHMS: dict[str, type[MetaAlgorithm]] = {
     cls.name: cls for cls in (MAML, FOMAML, Reptile, RandomInit, MultiTaskPretrain,
                               TaskConditionedOracle, PEARL, FLAP, AdMRL, MBUniform, MBGauss,
-                              RL2)
+                              RL2, SNAIL)
 }
 
 

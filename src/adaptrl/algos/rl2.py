@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy
+from ..nets.snail import SNAILPolicy
 from ..optim.ppo import PPOOptions, ppo_optimizer, ppo_update, select_rows
 from ..sampling import ContinueTrial, Episodes
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
@@ -45,7 +47,11 @@ class RL2Config(PPOOptions, BaseConfig):
     meta_batch: int = option(32, "tasks per meta-iteration")
     fast_batch: int = option(4, "trials per task per meta-iteration")
     trial_episodes: int = option(2, "episodes per trial (the memory spans them)", ge=1)
-    hidden_sizes: list = option([256], "GRU width (hidden_sizes[0]; RL² used 256)")
+    network: Literal["gru", "snail"] = option(
+        "gru", "the policy network: a GRU (RL²) or SNAIL's temporal convolutions and attention "
+        "over the trial (Mishra et al. 2018; adaptrl.nets.snail)")
+    hidden_sizes: list = option([256], "GRU width, or SNAIL's filters (hidden_sizes[0]; RL² "
+                                "used 256)")
     gamma: float = option(0.99, "discount over the whole trial", gt=0, le=1)
     gae_lambda: float = option(0.3, "GAE λ over the trial (RL²'s bandit setting)", ge=0, le=1)
     init_log_std: float = option(0.0, "initial log-std of a Gaussian head")
@@ -68,7 +74,12 @@ class RL2(MetaAlgorithm):
     def __init__(self, family, config: RL2Config, sampler=None):
         super().__init__(family, config, sampler)
         hidden = int(config.hidden_sizes[0])
-        if family.discrete_actions:
+        if config.network == "snail":  # its context spans the whole trial
+            self.policy = SNAILPolicy(
+                family.obs_dim, family.act_dim, max_length=config.trial_episodes * self.horizon,
+                head="categorical" if family.discrete_actions else "gaussian", value_head=True,
+                init_log_std=config.init_log_std, filters=hidden)
+        elif family.discrete_actions:
             self.policy = CategoricalGRUPolicy(family.obs_dim, family.act_dim, hidden,
                                                value_head=True)
         else:
@@ -116,7 +127,7 @@ class RL2(MetaAlgorithm):
             inputs = self.policy.inputs(trial.obs, trial)
             mask, H, rows = trial.mask[:, 0], trial.episode_horizon, torch.arange(T)
             seconds = time.perf_counter() - start
-            for n in budgets[1:]:
+            for n in (b for b in budgets if b > 0):
                 # the last step taken in episode n (an episode that ended early holds it)
                 slot = mask[:, (n - 1) * H:n * H]
                 last = (n - 1) * H + (slot * torch.arange(H)).argmax(-1)
@@ -136,6 +147,21 @@ class RL2(MetaAlgorithm):
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
+
+
+@dataclass
+class SNAILConfig(RL2Config):
+    """RL²'s settings with SNAIL as the default network."""
+
+    network: Literal["gru", "snail"] = option(
+        "snail", "the policy network: SNAIL (Mishra et al. 2018; adaptrl.nets.snail) or a GRU")
+
+
+class SNAIL(RL2):
+    """RL²'s trainer with SNAIL's network (``rl2 --set network=snail`` under its own name)."""
+
+    name = "snail"
+    Config = SNAILConfig
 
 
 def trial_metrics(trials: Episodes) -> dict[str, float]:
