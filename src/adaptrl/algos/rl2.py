@@ -25,6 +25,7 @@ black-box adaptation curve.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -58,6 +59,10 @@ class RL2Config(PPOOptions, BaseConfig):
     minibatches: int = option(4, "PPO minibatches of whole trials per epoch", ge=1)
     ppo_epochs: int = option(4, "PPO epochs per meta-iteration", ge=1)
     entropy_coef: float = option(0.01, "PPO entropy bonus weight", ge=0)
+    reward_scale: float = option(1.0, "rewards are multiplied by this for the value targets and "
+                                      "advantages (the policy still reads the raw reward); "
+                                      "keeps the value loss from swamping the shared network "
+                                      "when trial returns are large", gt=0)
 
 
 class RL2(MetaAlgorithm):
@@ -97,7 +102,8 @@ class RL2(MetaAlgorithm):
         with torch.no_grad():
             old_log_prob, _, values = self.policy.evaluate(inputs, trials.actions)
         values = values * trials.mask
-        advantages = trials.gae(values, cfg.gamma, cfg.gae_lambda)  # across the whole trial
+        scaled = dataclasses.replace(trials, rewards=trials.rewards * cfg.reward_scale)
+        advantages = scaled.gae(values, cfg.gamma, cfg.gae_lambda)  # across the whole trial
         returns = (advantages + values) * trials.mask
         by_row = [x.flatten(0, 1) for x in (*inputs, trials.actions)]
 
