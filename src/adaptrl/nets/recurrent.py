@@ -22,16 +22,13 @@ is over, exactly as the sampler does.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..errors import AdaptrlError
 from ..sampling.policy import Policy
-from .policy import NetworkActor, Params, gaussian_kl, gaussian_log_prob
-
-HEADS = ("gaussian", "categorical")
+from .heads import HEADS, ActionHead
+from .policy import NetworkActor, Params
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -45,7 +42,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
-class GRUPolicy(nn.Module):
+class GRUPolicy(ActionHead, nn.Module):
     """See the module docstring. ``hidden_size``: width of the GRU state; ``head``: gaussian or
     categorical; ``value_head``: also a state-value output (``values`` / `evaluate`)."""
 
@@ -116,18 +113,9 @@ class GRUPolicy(nn.Module):
                  ) -> torch.Tensor:
         """Actions ``[T, N, act_dim]`` from states ``h [T, N, hidden]`` (one-hot for the
         categorical head)."""
-        out = self.head_output(h, params)
-        if self.head == "categorical":
-            if deterministic:
-                index = out.argmax(-1)
-            else:
-                probs = torch.softmax(out, -1).reshape(-1, self.act_dim)
-                index = torch.multinomial(probs, 1, generator=generator).reshape(out.shape[:-1])
-            return nn.functional.one_hot(index, self.act_dim).to(out.dtype)
-        if deterministic:
-            return out
-        noise = torch.randn(out.shape, generator=generator, dtype=out.dtype)
-        return out + noise * torch.exp(self._log_std(params, 1))
+        log_std = self._log_std(params, 1) if self.head == "gaussian" else None
+        return self.sample_actions(self.head_output(h, params), log_std, generator,
+                                   deterministic)
 
     # ── a batch of episodes (or trials) ──
     def inputs(self, obs: torch.Tensor, episodes) -> tuple:
@@ -161,36 +149,6 @@ class GRUPolicy(nn.Module):
         params = self.params() if params is None else params
         out = self.head_output(self.unroll(inputs, params), params)
         return out, (self._log_std(params, 2) if self.head == "gaussian" else None)
-
-    def _log_prob(self, out, log_std, actions):
-        if self.head == "categorical":
-            return (actions * torch.log_softmax(out, -1)).sum(-1)
-        return gaussian_log_prob(out, log_std, actions)
-
-    def _entropy(self, out, log_std):
-        if self.head == "categorical":
-            logp = torch.log_softmax(out, -1)
-            return -(logp.exp() * logp).sum(-1)
-        return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).expand(out.shape[:-1])
-
-    def log_prob(self, inputs, actions, params: Params | None = None) -> torch.Tensor:
-        """log π(a_t | history) ``[T, N, L]``."""
-        return self._log_prob(*self(inputs, params), actions)
-
-    def kl(self, inputs, params_old: Params, params_new: Params) -> torch.Tensor:
-        """KL(π_old ‖ π_new) at every step of the histories, ``[T, N, L]``."""
-        old, log_std_old = self(inputs, params_old)
-        new, log_std_new = self(inputs, params_new)
-        if self.head == "categorical":
-            lp_old, lp_new = torch.log_softmax(old, -1), torch.log_softmax(new, -1)
-            return (lp_old.exp() * (lp_old - lp_new)).sum(-1)
-        return gaussian_kl(old, log_std_old, new, log_std_new)
-
-    def entropy(self, params: Params | None = None) -> torch.Tensor:
-        """The Gaussian head's entropy (state-independent); see `evaluate` for per-step
-        entropies of either head."""
-        params = self.params() if params is None else params
-        return (params["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
 
     def evaluate(self, inputs, actions, params: Params | None = None):
         """One unroll for actor-critic training: log π(a_t | history), the entropy of π at each

@@ -68,9 +68,9 @@ from torch import nn
 
 from ..errors import AdaptrlError
 from ..sampling.policy import Policy
-from .policy import NetworkActor, Params, gaussian_kl, gaussian_log_prob
+from .heads import HEADS, ActionHead
+from .policy import NetworkActor, Params
 
-HEADS = ("gaussian", "categorical")
 ATTENTION_BLOCKS = 2  # embedding → TC → Attn → TC → Attn
 
 
@@ -83,7 +83,7 @@ def _lin(x: torch.Tensor, params: Params, name: str) -> torch.Tensor:
     return nn.functional.linear(x, params[f"{name}.weight"], params[f"{name}.bias"])
 
 
-class SNAILPolicy(nn.Module):
+class SNAILPolicy(ActionHead, nn.Module):
     """See the module docstring. ``max_length``: the longest trial the network will see (fixes
     the TC blocks' depth and the actor's cache); ``head``: gaussian or categorical;
     ``value_head``: also a state-value output (`evaluate`); ``filters`` (D), ``key_size`` (K),
@@ -241,36 +241,6 @@ class SNAILPolicy(nn.Module):
         out = self.head_output(self.features(inputs, params), params)
         return out, (params["log_std"] if self.head == "gaussian" else None)
 
-    def _log_prob(self, out, log_std, actions):
-        if self.head == "categorical":
-            return (actions * torch.log_softmax(out, -1)).sum(-1)
-        return gaussian_log_prob(out, log_std, actions)
-
-    def _entropy(self, out, log_std):
-        if self.head == "categorical":
-            logp = torch.log_softmax(out, -1)
-            return -(logp.exp() * logp).sum(-1)
-        return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).expand(out.shape[:-1])
-
-    def log_prob(self, inputs, actions, params: Params | None = None) -> torch.Tensor:
-        """log π(a_t | history) ``[T, N, L]``."""
-        return self._log_prob(*self(inputs, params), actions)
-
-    def kl(self, inputs, params_old: Params, params_new: Params) -> torch.Tensor:
-        """KL(π_old ‖ π_new) at every step of the histories, ``[T, N, L]``."""
-        old, log_std_old = self(inputs, params_old)
-        new, log_std_new = self(inputs, params_new)
-        if self.head == "categorical":
-            lp_old, lp_new = torch.log_softmax(old, -1), torch.log_softmax(new, -1)
-            return (lp_old.exp() * (lp_old - lp_new)).sum(-1)
-        return gaussian_kl(old, log_std_old, new, log_std_new)
-
-    def entropy(self, params: Params | None = None) -> torch.Tensor:
-        """The Gaussian head's entropy (state-independent); see `evaluate` for per-step
-        entropies of either head."""
-        params = self.params() if params is None else params
-        return (params["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
-
     def evaluate(self, inputs, actions, params: Params | None = None):
         """One causal pass for actor-critic training: log π(a_t | history), the entropy of π
         at each step and V(f_t), each ``[T, N, L]`` (values need ``value_head``)."""
@@ -365,18 +335,9 @@ class SNAILPolicy(nn.Module):
                  ) -> torch.Tensor:
         """Actions ``[T, N, act_dim]`` from features ``f [T, N, channels]`` (one-hot for the
         categorical head)."""
-        out = self.head_output(f, params)
-        if self.head == "categorical":
-            if deterministic:
-                index = out.argmax(-1)
-            else:
-                probs = torch.softmax(out, -1).reshape(-1, self.act_dim)
-                index = torch.multinomial(probs, 1, generator=generator).reshape(out.shape[:-1])
-            return nn.functional.one_hot(index, self.act_dim).to(out.dtype)
-        if deterministic:
-            return out
-        noise = torch.randn(out.shape, generator=generator, dtype=out.dtype)
-        return out + noise * torch.exp(params["log_std"])
+        log_std = params["log_std"] if self.head == "gaussian" else None
+        return self.sample_actions(self.head_output(f, params), log_std, generator,
+                                   deterministic)
 
     def actor(self, params: Params | None = None, deterministic: bool = False) -> SNAILActor:
         """The policy the sampler drives (one cached step per time step)."""
