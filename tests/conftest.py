@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import adaptrl.envs  # noqa: F401  (first, before MuJoCo: sets MUJOCO_GL=egl without a display)
+
 
 @pytest.fixture
 def one_torch_thread():

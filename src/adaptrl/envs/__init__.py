@@ -6,6 +6,9 @@ import numpy as np
 
 from ..tasks import TaskFamily, get_family
 from .base import BatchEnv, PointEnv, StepResult
+from .render import default_headless_gl
+
+default_headless_gl()  # before MuJoCo is first imported: without a display, render through EGL
 
 
 def make_batch_env(family: TaskFamily | str, num_tasks: int, num_episodes: int,

@@ -6,12 +6,24 @@ observation, is no longer simulated, and yields reward 0. ``active`` tells which
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..tasks import TaskFamily, get_family
+from ..tasks import REGISTRY, TaskFamily, get_family
+from .render import DEFAULT_SIZE, draw_point
+
+
+def family_reference(family: TaskFamily) -> str:
+    """How a family travels in a pickle: by its registered name (families hold closures, their
+    rewards, which do not pickle); `get_family` turns the name back into the family."""
+    if REGISTRY.get(family.name) is not family:
+        raise pickle.PicklingError(f"task family '{family.name}' is not registered, so "
+                                   "environments of it cannot be pickled or deep-copied; "
+                                   "register it with adaptrl.tasks.families.register first")
+    return family.name
 
 
 @dataclass
@@ -57,6 +69,7 @@ class BatchEnv:
     # action bounds, [act_dim] float32 each
     action_low: np.ndarray
     action_high: np.ndarray
+    render_fps = 10  # frames per second of a video of this body, one frame per control step
 
     def set_tasks(self, tasks) -> None:
         """Give each of the T environments' tasks its ψ, ``tasks [T, k]``."""
@@ -125,7 +138,53 @@ class BatchEnv:
         self.active &= ~terminated
         return StepResult(self._obs.copy(), reward, terminated)
 
+    def reset_envs(self, index, rngs) -> np.ndarray:
+        """Start new episodes in the environments ``index`` only (flat, task-major indices),
+        the others running on; ``rngs``: one generator per index, each drawn from as `reset`
+        draws from its generator for a batch of one. Returns their observations
+        ``[len(index), obs_dim]`` float32. (Gymnasium's vector entry point autoresets with this.)
+        """
+        if self.tasks is None:
+            raise RuntimeError("call set_tasks(tasks) before reset_envs()")
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if len(rngs) != len(index):
+            raise ValueError(f"need one generator per environment: {len(index)} indices, "
+                             f"{len(rngs)} generators")
+        flat_obs = self._obs.reshape(self.batch_size, self.obs_dim)
+        flat_obs[index] = self._reset_envs(index, rngs)
+        self.active.reshape(-1)[index] = True
+        return flat_obs[index].copy()
+
+    def render_frame(self, task: int, episode: int = 0, *, width: int = DEFAULT_SIZE,
+                     height: int = DEFAULT_SIZE) -> np.ndarray:
+        """A picture of environment (``task``, ``episode``) as it is now, ``[height, width, 3]``
+        uint8 RGB (see `adaptrl.envs.render`)."""
+        if self.tasks is None:
+            raise RuntimeError("call set_tasks(tasks) and reset() before render_frame()")
+        if not (0 <= task < self.num_tasks and 0 <= episode < self.num_episodes):
+            raise IndexError(f"no environment ({task}, {episode}) in {self.num_tasks} task(s) × "
+                             f"{self.num_episodes} episode(s)")
+        return self._render(task * self.num_episodes + episode, width, height)
+
+    def close(self) -> None:
+        """Free rendering resources (the environment stays usable)."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["family"] = family_reference(self.family)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.family = get_family(self.family)
+
     # ── subclass hooks ──
+    def _reset_envs(self, index: np.ndarray, rngs) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} cannot restart single environments")
+
+    def _render(self, row: int, width: int, height: int) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} draws no frames")
+
     def _draw_reward(self, mean: np.ndarray) -> np.ndarray:
         """The rewards of this step ``[T, N]`` given the family's (mean) reward; environments
         with random rewards draw them here."""
@@ -157,3 +216,13 @@ class PointEnv(BatchEnv):
             return self._pos
         self._pos[index] += action
         return self._pos[index]
+
+    def _reset_envs(self, index, rngs):
+        self._pos[index] = 0.0
+        return self._pos[index]
+
+    def _render(self, row, width, height):
+        goal = self.tasks[row // self.num_episodes]
+        half_width = 1.2 * max(float(np.abs(self.family.low).max()),
+                               float(np.abs(self.family.high).max()), float(np.abs(goal).max()))
+        return draw_point(self._pos[row], goal, half_width, width, height)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..tasks.families import tabular_mdp_parts
 from .base import BatchEnv
+from .render import draw_bars
 
 
 class _RandomEnv(BatchEnv):
@@ -24,18 +25,42 @@ class _RandomEnv(BatchEnv):
     def _reseed(self, rng: np.random.Generator) -> None:
         self._noise = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
 
+    def _reset_envs(self, index, rngs):
+        # one noise stream for the batch: each generator gives a seed, as a batch of one's
+        # reset takes it, and the first one seeds the fresh stream (draws stay independent)
+        seeds = [int(rng.integers(0, 2**63 - 1)) for rng in rngs]
+        self._noise = np.random.default_rng(seeds[0])
+        return self._restart(index)
+
 
 class BanditEnv(_RandomEnv):
     """k-armed Bernoulli bandits: the observation is a constant 0, the reward of arm a is
     Bernoulli(p_a) (the family's reward is its mean)."""
 
+    render_fps = 2
+
+    def __init__(self, family, num_tasks, num_episodes):
+        super().__init__(family, num_tasks, num_episodes)
+        self._last_arm = np.full(self.batch_size, -1, np.int64)  # for pictures only
+
     def _reset_state(self, rng):
         self._reseed(rng)
-        return np.zeros((self.batch_size, 1), np.float32)
+        return self._restart(np.arange(self.batch_size))
+
+    def _restart(self, rows):
+        self._last_arm[rows] = -1
+        return np.zeros((len(rows), 1), np.float32)
 
     def _simulate(self, index, action):
         n = self.batch_size if index is None else len(index)
+        self._last_arm[slice(None) if index is None else index] = action.argmax(-1)
         return np.zeros((n, 1), np.float32)
+
+    def _render(self, row, width, height):
+        """The arms' success probabilities as bars, the arm pulled last highlighted."""
+        arm = int(self._last_arm[row])
+        return draw_bars(self.tasks[row // self.num_episodes], None if arm < 0 else arm,
+                         width, height)
 
     def _draw_reward(self, mean):
         return (self._noise.random(mean.shape) < mean).astype(np.float32)
@@ -44,6 +69,8 @@ class BanditEnv(_RandomEnv):
 class TabularMDPEnv(_RandomEnv):
     """Random tabular MDPs: one-hot states, every episode starting in state 0; s' ~ P(·|s, a)
     and a reward ~ N(μ(s, a), 1) (the family's reward is μ(s, a))."""
+
+    render_fps = 4
 
     def __init__(self, family, num_tasks, num_episodes):
         super().__init__(family, num_tasks, num_episodes)
@@ -65,8 +92,21 @@ class TabularMDPEnv(_RandomEnv):
 
     def _reset_state(self, rng):
         self._reseed(rng)
-        self._state[:] = 0
-        return self._one_hot(self._state)
+        return self._restart(np.arange(self.batch_size))
+
+    def _restart(self, rows):
+        self._state[rows] = 0
+        return self._one_hot(self._state[rows])
+
+    def _render(self, row, width, height):
+        """One bar per state, the current one highlighted (the bars' heights: the expected
+        reward of the state's best action, scaled to [0, 1])."""
+        task = row // self.num_episodes
+        _, means = tabular_mdp_parts(self.tasks[task:task + 1], self.num_states, self.act_dim)
+        best = np.asarray(means, np.float64).reshape(self.num_states, -1).max(-1)
+        span = best.max() - best.min()
+        heights = (best - best.min()) / span if span > 0 else np.full_like(best, 0.5)
+        return draw_bars(0.1 + 0.9 * heights, int(self._state[row]), width, height)
 
     def _simulate(self, index, action):
         rows = np.arange(self.batch_size) if index is None else index

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..tasks.families import MAZE_MOVES, check_maze_tasks, maze_side
 from .base import BatchEnv
+from .render import draw_maze
 
 
 def maze_distances(passable: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -98,6 +99,14 @@ class MazeEnv(BatchEnv):
         self._pos[:] = self._start[self._task_of]
         rows = np.arange(self.batch_size)
         return self._observe(rows, self._pos, np.zeros(self.batch_size, dtype=bool))
+
+    def _reset_envs(self, index, rngs):
+        self._pos[index] = self._start[self._task_of[index]]
+        return self._observe(index, self._pos[index], np.zeros(len(index), dtype=bool))
+
+    def _render(self, row, width, height):
+        task = self._task_of[row]
+        return draw_maze(self._open[task], self._pos[row], self._goal[task], width, height)
 
     def _simulate(self, index, action):
         rows = np.arange(self.batch_size) if index is None else index

@@ -132,15 +132,15 @@ class MujocoBatchEnv(BatchEnv):
             )
         self.action_low = m.actuator_ctrlrange[:, 0].astype(np.float32)
         self.action_high = m.actuator_ctrlrange[:, 1].astype(np.float32)
+        self.render_fps = int(round(1.0 / (m.opt.timestep * self.spec.frame_skip)))  # real time
         # ADAPTRL_MUJOCO_THREADS caps the pool when several trainings share one machine
         self.threads = int(threads or os.environ.get("ADAPTRL_MUJOCO_THREADS", 0)
                            or min(os.cpu_count() or 1, 8))
-        self._datas = [mujoco.MjData(m) for _ in range(self.threads)]
         # one model per environment, as the rollout takes them (per-task copies when ψ changes
-        # the physics)
+        # the physics), and the ψ each task's model was built for
         self._models: list[mujoco.MjModel] = [m] * self.batch_size
-        self._rollout = mj_rollout.Rollout(nthread=self.threads)
-        weakref.finalize(self, self._rollout.close)
+        self._model_tasks: np.ndarray | None = None
+        self._start_threads()
         B, fs = self.batch_size, self.spec.frame_skip
         self._state = np.zeros((B, self.nstate))
         self._rollout_out = np.zeros((B, fs, self.nstate))
@@ -148,27 +148,70 @@ class MujocoBatchEnv(BatchEnv):
         self._ctrl = np.zeros((B, fs, self.nu))
         self._obs_buf = np.zeros((B, self.obs_dim), np.float32)
 
+    def _start_threads(self) -> None:
+        """The native parts, which neither pickle nor copy: per-thread MjData and the pool."""
+        self._datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
+        self._rollout = mj_rollout.Rollout(nthread=self.threads)
+        weakref.finalize(self, self._rollout.close)
+        self._frames = None  # a MujocoFrames, made by the first render
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in ("_datas", "_rollout", "_frames"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._start_threads()
+
     def _apply_tasks(self, tasks):
         if self.family.dynamics is None:
             return
-        per_task = [scale_dynamics(self.model, psi, self.family.dynamics) for psi in tasks]
-        self._models = [m for m in per_task for _ in range(self.num_episodes)]
+        # only the tasks whose ψ changed get a new model (vector envs change one at a time)
+        old = self._model_tasks
+        for i, psi in enumerate(tasks):
+            if old is None or not np.array_equal(old[i], psi):
+                model = scale_dynamics(self.model, psi, self.family.dynamics)
+                start = i * self.num_episodes
+                self._models[start:start + self.num_episodes] = [model] * self.num_episodes
+        self._model_tasks = np.array(tasks, copy=True)
 
     def model_of(self, task: int) -> mujoco.MjModel:
         """The (possibly ψ-scaled) model that task ``task`` runs on."""
         return self._models[task * self.num_episodes]
 
-    def _reset_state(self, rng):
-        m, spec, B = self.model, self.spec, self.batch_size
-        qpos = m.qpos0 + rng.uniform(-spec.qpos_noise, spec.qpos_noise, size=(B, self.nq))
+    def _initial_states(self, rng, n: int) -> np.ndarray:
+        """``n`` start states ``[n, nstate]``: Gymnasium's reset noise around ``qpos0``."""
+        m, spec = self.model, self.spec
+        qpos = m.qpos0 + rng.uniform(-spec.qpos_noise, spec.qpos_noise, size=(n, self.nq))
         if spec.qvel_normal:
-            qvel = spec.qvel_noise * rng.standard_normal(size=(B, self.nv))
+            qvel = spec.qvel_noise * rng.standard_normal(size=(n, self.nv))
         else:
-            qvel = rng.uniform(-spec.qvel_noise, spec.qvel_noise, size=(B, self.nv))
-        self._state[:, 0] = 0.0
-        self._state[:, 1:1 + self.nq] = qpos
-        self._state[:, 1 + self.nq:] = qvel
+            qvel = rng.uniform(-spec.qvel_noise, spec.qvel_noise, size=(n, self.nv))
+        return np.concatenate([np.zeros((n, 1)), qpos, qvel], axis=1)
+
+    def _reset_state(self, rng):
+        self._state[:] = self._initial_states(rng, self.batch_size)
         return self._observe(self._state)
+
+    def _reset_envs(self, index, rngs):
+        for row, rng in zip(index, rngs):
+            self._state[row] = self._initial_states(rng, 1)[0]
+        return self._observe(self._state[index])
+
+    def _render(self, row, width, height):
+        # kinematics and geometry are those of the shared model (ψ scales only masses,
+        # inertias, damping and friction), so one renderer serves every task
+        if self._frames is None:
+            from .render import MujocoFrames
+
+            self._frames = MujocoFrames(self.model)
+        return self._frames.frame(self._state[row], STATE_SPEC, width, height)
+
+    def close(self):
+        if self._frames is not None:
+            self._frames.close()
 
     def _observe(self, state):
         """Observation rows from physics states ``[n, nstate]`` (array slicing, no loops)."""
