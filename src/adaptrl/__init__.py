@@ -1,10 +1,20 @@
 """adaptrl: meta-reinforcement learning that adapts from a handful of samples.
 
 Importing the package registers every task family's Gymnasium view as ``adaptrl/<Name>-v0``.
+``adaptrl.load_run(RUN_DIR)`` opens a trained run (`adaptrl.api`, imported on first use).
 """
 
 __version__ = "0.1.0"
 
-from .envs.gym_view import register_all as _register_gym_views  # noqa: E402
+from .names import register_gym_ids as _register_gym_ids  # noqa: E402
 
-_register_gym_views()
+_register_gym_ids()  # names only: importing adaptrl does not import torch
+
+
+def __getattr__(name):
+    # the Python API is imported on first use, so that `import adaptrl` stays light
+    if name in ("load_run", "TrainedMethod"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'adaptrl' has no attribute {name!r}")

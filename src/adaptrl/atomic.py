@@ -32,6 +32,25 @@ def atomic_write_bytes(path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_link(source, path) -> bool:
+    """Make ``path`` a hard link to the file ``source``, replacing ``path`` atomically (readers
+    see the old file or ``source``); False, with nothing changed, where the file system has no
+    hard links (the caller then writes a copy)."""
+    source, path = Path(source), Path(path)
+    temp = path.parent / f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.link(source, temp)
+    except (OSError, NotImplementedError):
+        return False
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return True
+
+
 def atomic_write_text(path, text: str) -> None:
     """`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -46,6 +65,23 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def output_problem(path, folder: bool = False) -> str | None:
+    """Why ``path`` cannot be written as a file (or, with ``folder``, created as a folder), or
+    None: it is a folder (a file), or not a folder (a folder), or one of its parents is a
+    file. Callers check before they compute, so that a bad ``--out`` costs nothing."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{path} exists and is not a folder"
+        if not folder and path.is_dir():
+            return f"{path} is a folder, not a file"
+        return None
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, so {path} cannot be made"
+    return None
 
 
 def remove_stale_temporaries(folder) -> list[Path]:

@@ -41,10 +41,10 @@ class PGConfig(TRPOOptions, BaseConfig):
     fields come from `TRPOOptions` (listed after `BaseConfig`'s); ``validate()`` is
     `BaseConfig`'s (every declared range)."""
 
-    inner_lr: float = option(0.1, "inner (adaptation) step size α", ge=0)
-    inner_steps: int = option(1, "adaptation steps during meta-training", ge=0)
+    inner_lr: float = option(0.1, "inner (adaptation) step size α", ge=0, le=100)
+    inner_steps: int = option(1, "adaptation steps during meta-training", ge=0, le=1000)
     normalize_advantages: bool = option(True, "centre and scale advantages per task")
-    init_log_std: float = option(0.0, "initial log standard deviation of the policy")
+    init_log_std: float = option(0.0, "initial log standard deviation of the policy", ge=-10, le=3)
     cg_subsample: float = option(1.0, "fraction of each task's episodes used for the curvature "
                                  "(Fisher/Hessian-vector) products of the TRPO step", gt=0, le=1)
     policy: Literal["mlp", "gru"] = option(
@@ -165,6 +165,18 @@ class PolicyGradientMethod(MetaAlgorithm):
             params = {k: v.detach() for k, v in
                       self.inner_update(params, episodes, self.advantages(episodes)).items()}
         return [results[b] for b in requested]
+
+    def adapt_from(self, episodes, rng):
+        """One meta-test step (the REINFORCE step of `adapt`) per task on recorded episodes."""
+        tasks = episodes.tasks
+        if self.condition_on_task:
+            tasks = self.family.check_tasks(tasks)  # the oracle reads ψ: it must be known
+        start = time.perf_counter()
+        params = {k: v.detach() for k, v in self.policy.expand_params(episodes.num_tasks).items()}
+        params = {k: v.detach() for k, v in
+                  self.inner_update(params, episodes, self.advantages(episodes)).items()}
+        return Adapted(self.actor(params, tasks), episodes.mask.sum((1, 2)).numpy(),
+                       time.perf_counter() - start)
 
     # ── checkpoints ──
     def state_dict(self) -> dict:
