@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from ..envs import action_bounds
+from ..errors import NonFiniteError
 from ..nets import GaussianMLPPolicy, Params
 from ..nets.dynamics import DynamicsModel
 from ..optim import (
@@ -66,6 +67,8 @@ from ..optim import (
     policy_hessian_product,
     reward_gradient,
 )
+from ..options import Activation
+from ..resources import episode_bytes, mlp_parameters, transition_bytes
 from ..sampling import Episodes, ModelSampler, ReplayBuffer
 from .base import Adapted, BaseConfig, MetaAlgorithm, option
 
@@ -83,49 +86,54 @@ class AdMRLConfig(TRPOOptions, BaseConfig):
                                  "horizon); an adaptation budget of n samples runs "
                                  "n // n_collect SLBO iterations")
     hidden_sizes: list = option([64, 64], "policy hidden layer widths")
-    activation: str = option("tanh", "policy activation: relu, tanh or elu")
-    init_log_std: float = option(0.0, "initial log standard deviation of each new policy")
+    activation: Activation = option("tanh", "policy activation: relu, tanh or elu")
+    init_log_std: float = option(0.0, "initial log standard deviation of each new policy",
+                                 ge=-10, le=3)
     # ── the dynamics model T̂_φ ──
     model_hidden_sizes: list = option([200, 200], "dynamics model hidden layer widths",
                                       item_ge=1, nonempty=True)
-    model_activation: str = option("relu", "dynamics model activation: relu, tanh or elu")
+    model_activation: Activation = option("relu", "dynamics model activation: relu, tanh or elu")
     model_ensemble: int = option(1, "dynamics ensemble size (each rollout step is answered by "
-                                    "a random member)", ge=1)
-    model_lr: float = option(1e-3, "Adam learning rate of the dynamics model", gt=0)
-    model_batch: int = option(128, "minibatch size of each model step", ge=1)
-    model_buffer: int = option(200_000, "real transitions kept in D (oldest dropped)", ge=1)
+                                    "a random member)", ge=1, le=1000)
+    model_lr: float = option(1e-3, "Adam learning rate of the dynamics model", gt=0, le=1)
+    model_batch: int = option(128, "minibatch size of each model step", ge=1, le=10**6)
+    model_buffer: int = option(200_000, "real transitions kept in D (oldest dropped)",
+                               ge=1, le=10**10)
     model_clamp_margin: float = option(0.5, "model predictions are clamped to the observed "
                                             "state range widened by this fraction of its width",
-                                       ge=0)
+                                       ge=0, le=1e3)
     # ── Algorithm 1 and 2 schedules ──
-    n_zeroshot: int = option(40, "virtual-training iterations of zero-shot adaptation", ge=0)
-    n_slbo: int = option(3, "SLBO iterations per training task (real collections)", ge=1)
-    n_slbo_first: int = option(10, "SLBO iterations for the first training task", ge=1)
-    n_inner: int = option(20, "virtual-training iterations after each real collection", ge=1)
-    n_model: int = option(100, "model steps per virtual-training iteration", ge=0)
-    n_policy: int = option(20, "TRPO steps per virtual-training iteration", ge=1)
+    n_zeroshot: int = option(40, "virtual-training iterations of zero-shot adaptation",
+                             ge=0, le=10**6)
+    n_slbo: int = option(3, "SLBO iterations per training task (real collections)", ge=1, le=10**6)
+    n_slbo_first: int = option(10, "SLBO iterations for the first training task", ge=1, le=10**6)
+    n_inner: int = option(20, "virtual-training iterations after each real collection",
+                          ge=1, le=10**6)
+    n_model: int = option(100, "model steps per virtual-training iteration", ge=0, le=10**6)
+    n_policy: int = option(20, "TRPO steps per virtual-training iteration", ge=1, le=10**6)
     virtual_episodes: int = option(50, "virtual episodes per task per TRPO step (n_trpo = "
-                                       "virtual_episodes × virtual_horizon)", ge=1)
+                                       "virtual_episodes × virtual_horizon)", ge=1, le=10**6)
     virtual_horizon: int = option(0, "length of model rollouts; 0 means the episode horizon",
-                                  ge=0)
+                                  ge=0, le=10**7)
     # ── TRPO on model rollouts (max_kl, cg_iters, ... come from TRPOOptions) ──
     normalize_advantages: bool = option(True, "centre and scale advantages per task for TRPO")
     # ── task search ──
-    task_lr: float = option(2.0, "AdMRL: step size α of projected gradient ascent on ψ", ge=0)
+    task_lr: float = option(2.0, "AdMRL: step size α of projected gradient ascent on ψ",
+                            ge=0, le=1e6)
     task_steps: int = option(1, "AdMRL: ascent steps on ψ per training task (later steps "
                                 "relabel the same real rollouts with the moved ψ and draw new "
-                                "model rollouts)", ge=1)
+                                "model rollouts)", ge=1, le=10**4)
     task_cg_iters: int = option(200, "AdMRL: CG iterations on the normal equations AᵀAy = Aᵀg",
-                                ge=1)
+                                ge=1, le=10**5)
     task_cg_damping: float = option(1e-4, "AdMRL: Tikhonov λ of the normal equations "
-                                          "(AᵀA + λI)y = Aᵀg", ge=0)
+                                          "(AᵀA + λI)y = Aᵀg", ge=0, le=1e6)
     task_grad_per_step: bool = option(True, "AdMRL: measure the gap L per time step (the "
                                             "gradient divided by the horizon)")
     task_grad_fresh: bool = option(False, "AdMRL: roll π_θ* out afresh for ∂η*/∂ψ|θ* (costs "
                                           "fast_batch extra episodes per task) instead of "
                                           "reusing the last SLBO collection")
     task_std: float = option(1.0, "MB-Gauss: standard deviation of the task Gaussian around "
-                                  "the centre of Ψ", gt=0)
+                                  "the centre of Ψ", gt=0, le=1e6)
 
     def validate(self) -> None:
         super().validate()
@@ -147,6 +155,26 @@ class ModelBasedMeta(MetaAlgorithm):
     task_search = "uniform"
     budget_unit = "real samples"
     phases = ("virtual", "task_grad")
+
+    @classmethod
+    def memory_estimate(cls, config, family) -> dict[str, int]:
+        """The model's data buffer, a batch of virtual episodes, a real collection, and the
+        dynamics ensemble."""
+        od, ad = family.obs_dim, family.act_dim
+        H = config.horizon or family.horizon
+        V = config.virtual_horizon or H
+        model = mlp_parameters(od + ad, config.model_hidden_sizes, od)
+        return {
+            f"the model's data (model_buffer = {config.model_buffer} transitions)":
+                transition_bytes(config.model_buffer, od, ad),
+            f"a virtual batch of virtual_episodes × virtual_horizon = "
+            f"{config.virtual_episodes}×{V} steps":
+                episode_bytes(config.meta_batch, config.virtual_episodes, V, od, ad),
+            f"a real collection of fast_batch × horizon = {config.fast_batch}×{H} steps":
+                episode_bytes(config.meta_batch, config.fast_batch, H, od, ad),
+            f"the dynamics ensemble (model_ensemble × model_hidden_sizes = "
+            f"{config.model_ensemble}×{list(config.model_hidden_sizes)})":
+                4 * 4 * model * config.model_ensemble}
 
     @property
     def default_budgets(self) -> tuple[int, ...]:
@@ -187,7 +215,7 @@ class ModelBasedMeta(MetaAlgorithm):
         """``virtual_episodes`` model rollouts of π_θ per task, ``[T, N, virtual_horizon]``."""
         return self.model_sampler(model, data).sample(
             self.policy.actor(theta), tasks, rng, self.config.virtual_episodes,
-            horizon=self.virtual_horizon)
+            horizon=self.virtual_horizon).check_finite("model rollouts")
 
     def init_policy(self, num_tasks: int, rng: np.random.Generator) -> Params:
         """Fresh per-task policy parameters ``[T, ...]`` (leaf tensors), drawn from ``rng`` with
@@ -388,6 +416,8 @@ class ModelBasedMeta(MetaAlgorithm):
                 for _ in range(cfg.task_steps):
                     grad, grad_info = self.task_gradient(theta_hat, collections[0], star_real,
                                                          new_psi, rng)
+                    if not np.all(np.isfinite(grad)):  # the next task must be a task
+                        raise NonFiniteError("task gradient ∂L/∂ψ", "AdMRL's task update")
                     new_psi = project_to_box(new_psi + cfg.task_lr * grad, self.family.low,
                                              self.family.high)  # line 12
             self.psi = new_psi

@@ -16,7 +16,8 @@ contexts hold the [-1, 1] actions.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch
 from ..envs import action_bounds
 from ..nets.context import context_size, transition_features
 from ..optim.sac import SAC, SACConfig
+from ..resources import episode_bytes, mlp_parameters, transition_bytes
 from ..sampling import Episodes, Policy, ReplayBuffer, ScaleActions
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
 
@@ -33,20 +35,24 @@ class OffPolicyConfig(BaseConfig, SACConfig):
     """Settings shared by PEARL and FLAP: meta-training on a fixed task set, SAC's own fields
     (gamma, tau, learning rates, batch_size, hidden_sizes, entropy), and data collection."""
 
+    unused_fields: ClassVar[dict[str, str]] = {
+        "gae_lambda": "SAC's critics bootstrap one step; there is no GAE"}
+
     iterations: int = option(200, "meta-training iterations (each: collect, then update)")
     meta_batch: int = option(16, "training tasks in each gradient step")
     fast_batch: int = option(1, "episodes per task in each meta-test adaptation round")
     hidden_sizes: list = option([256, 256], "hidden widths of the actor and the critics")
     # every training task needs data before the first update samples it
     num_train_tasks: int = option(100, "training tasks, drawn once from the family's train split",
-                                  ge=1)
+                                  ge=1, le=10**6)
     initial_episodes: int = option(10, "episodes per training task collected before training",
-                                   ge=1)
+                                   ge=1, le=10**6)
     tasks_per_iteration: int = option(5, "training tasks that collect new data each iteration",
-                                      ge=1)
-    updates_per_iteration: int = option(2000, "gradient steps per iteration", ge=0)
-    replay_capacity: int = option(100_000, "transitions kept per training task", ge=1)
-    reward_scale: float = option(5.0, "rewards are multiplied by this in the SAC losses", gt=0)
+                                      ge=1, le=10**6)
+    updates_per_iteration: int = option(2000, "gradient steps per iteration", ge=0, le=10**7)
+    replay_capacity: int = option(100_000, "transitions kept per training task", ge=1, le=10**10)
+    reward_scale: float = option(5.0, "rewards are multiplied by this in the SAC losses",
+                                 gt=0, le=1e6)
     use_next_obs_in_context: bool = option(True, "transitions in a context include s'")
     eval_deterministic: bool = option(True, "act with the policy's mean action at meta-test")
     checkpoint_replay: bool = option(
@@ -76,6 +82,27 @@ class OffPolicyMethod(MetaAlgorithm):
 
     Config = OffPolicyConfig
     budget_unit = "context rounds"
+
+    @classmethod
+    def memory_estimate(cls, config, family) -> dict[str, int]:
+        """The replay and context buffers (preallocated), a collection's episodes, and the
+        actor and twin critics with their targets and optimizer states."""
+        M, od, ad = config.num_train_tasks, family.obs_dim, family.act_dim
+        H = config.horizon or family.horizon
+        parts = {
+            f"the replay buffers (num_train_tasks × replay_capacity = {M}×"
+            f"{config.replay_capacity} transitions)":
+                transition_bytes(M * config.replay_capacity, od, ad),
+            f"a collection of initial_episodes × horizon = {config.initial_episodes}×{H} "
+            f"steps for {M} tasks": episode_bytes(M, config.initial_episodes, H, od, ad),
+            f"the actor and critics (hidden_sizes {list(config.hidden_sizes)})":
+                4 * 4 * (mlp_parameters(od, config.hidden_sizes, 2 * ad)
+                         + 4 * mlp_parameters(od + ad, config.hidden_sizes, 1))}
+        context = getattr(config, "context_capacity", 0)
+        if context:
+            parts[f"the context buffers (num_train_tasks × context_capacity = {M}×{context} "
+                  f"transitions)"] = transition_bytes(M * context, od, ad)
+        return parts
 
     def __init__(self, family, config: OffPolicyConfig, sampler=None):
         super().__init__(family, config, sampler)
@@ -177,6 +204,15 @@ class OffPolicyMethod(MetaAlgorithm):
         self.context_rounds(tasks, budgets[-1], rng, record)
         return [results[b] for b in requested]
 
+    def adapt_from(self, episodes, rng):
+        """Read the tasks from recorded episodes, all of them one context (no gradient step)."""
+        start = time.perf_counter()
+        unit = replace(episodes, actions=self.unit_action(episodes.actions).clamp(-1.0, 1.0))
+        with torch.no_grad():
+            belief = self.read_context(*self.context_of([unit]))
+        return Adapted(self.env_policy(self.context_actor(belief, final=True)),
+                       episodes.mask.sum((1, 2)).numpy(), time.perf_counter() - start)
+
     def context_rounds(self, tasks: np.ndarray, rounds: int, rng, on_belief=None
                        ) -> list[Episodes]:
         """The meta-test procedure: ``rounds`` times, read the task from the context so far,
@@ -219,15 +255,16 @@ class OffPolicyMethod(MetaAlgorithm):
     # ── checkpoints ──
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "env_steps": self.env_steps,
-                "train_tasks": self.train_tasks.copy(),
+                "train_tasks": torch.from_numpy(self.train_tasks.copy()),
                 "sac": self.sac.state_dict(),
                 "replay": self.replay.state_dict() if self.config.checkpoint_replay else None}
 
     def load_state_dict(self, state: dict) -> None:
-        if np.shape(state["train_tasks"]) != self.train_tasks.shape:
-            raise ValueError(f"checkpoint holds {np.shape(state['train_tasks'])} training "
-                             f"tasks; this config has {self.train_tasks.shape}")
-        self.train_tasks = np.asarray(state["train_tasks"], dtype=np.float64)
+        train_tasks = np.asarray(state["train_tasks"], dtype=np.float64)
+        if train_tasks.shape != self.train_tasks.shape:
+            raise ValueError(f"checkpoint holds {train_tasks.shape} training tasks; this config "
+                             f"has {self.train_tasks.shape}")
+        self.train_tasks = train_tasks
         self.sac.load_state_dict(state["sac"])
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])

@@ -37,19 +37,23 @@ from .offpolicy import OffPolicyConfig, OffPolicyMethod
 
 @dataclass
 class PEARLConfig(OffPolicyConfig):
-    latent_dim: int = option(5, "size of the latent task variable z", positive=True)
+    latent_dim: int = option(5, "size of the latent task variable z", positive=True, le=10**4)
     encoder_hidden: list = option([200, 200, 200], "hidden widths of the context encoder",
                                   item_ge=1, nonempty=True)
-    encoder_lr: float = option(3e-4, "Adam learning rate of the context encoder", positive=True)
-    kl_lambda: float = option(0.1, "β: weight of KL(q(z|c) ‖ N(0, I)), summed over tasks", ge=0)
+    encoder_lr: float = option(3e-4, "Adam learning rate of the context encoder",
+                               positive=True, le=1)
+    kl_lambda: float = option(0.1, "β: weight of KL(q(z|c) ‖ N(0, I)), summed over tasks",
+                              ge=0, le=1e6)
     embedding_batch: int = option(100, "context transitions per task in each gradient step",
-                                  positive=True)
+                                  positive=True, le=10**6)
     context_capacity: int = option(10_000, "transitions kept per task in the context buffer",
-                                   positive=True)
-    prior_episodes: int = option(2, "episodes per collecting task with z from the prior", ge=0)
+                                   positive=True, le=10**10)
+    prior_episodes: int = option(2, "episodes per collecting task with z from the prior",
+                                 ge=0, le=10**6)
     posterior_episodes: int = option(0, "episodes with z from the posterior, to both buffers",
-                                     ge=0)
-    extra_rl_episodes: int = option(3, "episodes with z from the posterior, replay only", ge=0)
+                                     ge=0, le=10**6)
+    extra_rl_episodes: int = option(3, "episodes with z from the posterior, replay only",
+                                    ge=0, le=10**6)
     adapt_z: Literal["mean", "sample"] = option(
         "mean", "meta-test policy: act with the posterior mean of z, or with a sample")
 
@@ -120,11 +124,13 @@ class PEARL(OffPolicyMethod):
         latent = cfg.latent_dim
         returns = []
         if cfg.prior_episodes:
-            self.context_buffer.clear(rows)  # contexts come from the most recent data
             zeros = torch.zeros(len(rows), latent)
             batch = self.collect(tasks, cfg.prior_episodes,
                                  self._collecting_actor(zeros, torch.ones_like(zeros),
                                                         cfg.prior_episodes, rng), rng)
+            # contexts come from the most recent data (cleared only once it has come: a
+            # refused batch leaves the old contexts)
+            self.context_buffer.clear(rows)
             self.store(batch, rows)
             returns.append(batch.episode_returns().mean())
         for episodes, to_context in ((cfg.posterior_episodes, True),
@@ -186,6 +192,10 @@ class PEARL(OffPolicyMethod):
     def adapt(self, tasks, budgets, rng):
         self._adapt_generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
         return super().adapt(tasks, budgets, rng)
+
+    def adapt_from(self, episodes, rng):
+        self._adapt_generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+        return super().adapt_from(episodes, rng)
 
     # ── checkpoints ──
     def state_dict(self) -> dict:

@@ -13,13 +13,17 @@ episodes, and compare with the oracle return A*(ψ). The result is one plain dic
       "tasks": [                                   # one entry per task, in evaluation order
         {"params": [ψ_1, ..., ψ_k],
          "returns": [A_n for n in steps],         # mean undiscounted return over N episodes
+                                                  # (null where it is not finite)
          "oracle": A* | null,
          "adapt_ms": [ms for n in steps],          # adaptation wall time per task, cumulative
          "samples": [env steps for n in steps]},   # adaptation environment steps of this task
-        ...
+        ...                                        # (both null if its adaptation failed)
       ],
+      "nonfinite_tasks": [i, ...],                 # tasks whose adaptation met a NaN or inf,
+                                                   # or with a non-finite return at any budget
       "summary": {                                 # lists aligned with "steps"
-        "mean": [...], "ci95": [...],              # over tasks; ci95 = 1.96·std/√T (ddof 1)
+        "mean": [...], "ci95": [...],              # over the other tasks; ci95 = t·std/√T,
+                                                   # t = Student's t_{0.975, T−1} (1.96 for T→∞)
         "gap_mean": [...] | null, "gap_max": [...] | null,   # gap = oracle − return
         "oracle_mean": float | null
       },
@@ -40,10 +44,12 @@ import torch
 
 from ..algos import Adapted, MetaAlgorithm
 from ..atomic import atomic_write_bytes
-from ..errors import AdaptrlError
+from ..errors import AdaptrlError, NonFiniteError
+from ..progress import progress_bar
 from ..sampling import LocalSampler
 from ..tasks import TaskFamily, get_family
 from .oracles import get_oracle, oracle_returns
+from .stats import ci95_half_width
 
 SPLITS = ("test", "grid", "boundary", "ood")
 MAX_GRID_DIM = 3  # grids above this many parameters are too coarse or too large to be useful
@@ -105,13 +111,17 @@ def load_task_file(family: TaskFamily | str, path) -> np.ndarray:
     path = Path(path)
     example = "[" + ", ".join(["[" + ", ".join(["0.5"] * family.task_dim) + "]"] * 2) + "]"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise AdaptrlError(f"cannot read task file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise AdaptrlError(f"task file {path} is not UTF-8 text (a JSON list of lists)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise AdaptrlError(f"task file {path} is not valid JSON: {err}") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise AdaptrlError(f"task file {path}: {err}") from None
     if not isinstance(data, list) or not data or not all(isinstance(row, list) for row in data):
         raise AdaptrlError(f"task file {path} must hold a non-empty JSON list of tasks, each a "
                            f"list of {family.task_dim} number(s), like {example}")
@@ -127,6 +137,9 @@ def load_task_file(family: TaskFamily | str, path) -> np.ndarray:
         return family.check_tasks(np.asarray(data, dtype=np.float64))
     except ValueError as err:
         raise AdaptrlError(f"task file {path}: {err}") from None
+    except OverflowError:
+        raise AdaptrlError(f"task file {path}: a value is too large for a float (every value "
+                           f"must be a finite number)") from None
 
 
 def parse_steps(text: str) -> list[int]:
@@ -155,17 +168,25 @@ def check_steps(steps) -> list[int]:
 # ─── the protocol ────────────────────────────────────────────────────────────────────────────
 def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[int],
              episodes: int, rng: np.random.Generator, horizon: int | None = None, *,
-             split: str = "custom", seed: int | None = None) -> dict:
+             split: str = "custom", seed: int | None = None, progress: bool = False) -> dict:
     """Adapt ``algo`` to ``tasks [T, k]`` with each budget in ``steps`` and measure it.
 
     One ``algo.adapt(tasks, steps, ·)`` call adapts every task with every budget; each adapted
     policy is then rolled out on ``episodes`` fresh episodes per task, all T tasks in one batch,
     through the method's own sampler (its backend: local or remote). ``horizon``: episode length
     (None: the method's own, else the family's). ``split`` and ``seed`` are recorded in the
-    result. Returns the eval dict described in the module docstring.
+    result; ``progress`` shows a bar on stderr (on a terminal). Returns the eval dict described
+    in the module docstring.
 
     Randomness: ``rng`` is split into an adaptation stream and one rollout stream per budget, so
     the rollouts do not depend on how much randomness a method's adaptation consumed.
+
+    Non-finite values: when adapting the batch meets a NaN or infinity
+    (`adaptrl.errors.NonFiniteError`), the tasks are adapted again in halves, recursively, so
+    that only the task(s) at fault fail (the others then draw from child streams of the same
+    ones). A task whose adaptation failed, or whose adapted policy returned a non-finite mean
+    return at any budget, is listed in ``nonfinite_tasks``, its non-finite values are null,
+    and it is left out of the summary; the other tasks are evaluated as usual.
     """
     family = get_family(family)
     tasks = family.check_tasks(tasks)
@@ -177,32 +198,38 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     adapt_rng, rollout_rng = rng.spawn(2)
     rollout_rngs = rollout_rng.spawn(len(steps))
 
-    adapted = algo.adapt(tasks, steps, adapt_rng)
-    _check_adapted(algo, adapted, steps, T)
+    # progress: the adaptation, then one rollout batch per budget
+    bar = progress_bar(1 + len(steps), f"eval {_algo_name(algo)} {family.name}", progress)
+    bar.set_postfix_str(f"adapting {T} tasks", refresh=True)
+    groups, failed = _adapt_in_groups(algo, tasks, steps, adapt_rng, np.arange(T))
+    bar.update(1)
 
     sampler = getattr(algo, "sampler", None) or LocalSampler(family)
-    returns = np.zeros((len(steps), T))  # [B, T]
-    for b, (result, budget_rng) in enumerate(zip(adapted, rollout_rngs)):
-        with torch.no_grad():
-            batch = sampler.sample(result.policy, tasks, budget_rng, episodes, horizon=horizon)
-        returns[b] = batch.episode_returns().to(torch.float64).mean(1).numpy()
-        if not np.all(np.isfinite(returns[b])):
-            bad = np.flatnonzero(~np.isfinite(returns[b]))
-            raise FloatingPointError(
-                f"{_algo_name(algo)} after {steps[b]} adaptation step(s) produced non-finite "
-                f"returns on {len(bad)} task(s), e.g. ψ={tasks[bad[0]].tolist()}")
+    returns = np.full((len(steps), T), np.nan)  # [B, T]
+    for b, budget_rng in enumerate(rollout_rngs):
+        bar.set_postfix_str(f"rollouts after {steps[b]}", refresh=True)
+        group_rngs = [budget_rng] if len(groups) == 1 else budget_rng.spawn(len(groups))
+        for (index, adapted), group_rng in zip(groups, group_rngs):
+            with torch.no_grad():
+                batch = sampler.sample(adapted[b].policy, tasks[index], group_rng, episodes,
+                                       horizon=horizon)
+            returns[b, index] = batch.episode_returns().to(torch.float64).mean(1).numpy()
+        bar.update(1)
+    nonfinite = sorted(set(failed) | set(np.flatnonzero(~np.isfinite(returns).all(0)).tolist()))
+    healthy = np.setdiff1d(np.arange(T), nonfinite)
 
+    bar.close()
     oracle = oracle_returns(family, tasks, horizon)
     oracle_info = get_oracle(family)
-    records = []
-    for i in range(T):
-        records.append({
-            "params": tasks[i].tolist(),
-            "returns": returns[:, i].tolist(),
-            "oracle": None if oracle is None else float(oracle[i]),
-            "adapt_ms": [r.seconds * 1000.0 / T for r in adapted],
-            "samples": [int(np.asarray(r.samples).reshape(-1)[i]) for r in adapted],
-        })
+    records = [{"params": tasks[i].tolist(),
+                "returns": [float(r) if math.isfinite(r) else None for r in returns[:, i]],
+                "oracle": None if oracle is None else float(oracle[i]),
+                "adapt_ms": [None] * len(steps), "samples": [None] * len(steps)}
+               for i in range(T)]
+    for index, adapted in groups:
+        for j, i in enumerate(index):
+            records[i]["adapt_ms"] = [r.seconds * 1000.0 / len(index) for r in adapted]
+            records[i]["samples"] = [int(np.asarray(r.samples).reshape(-1)[j]) for r in adapted]
     return {
         "algo": _algo_name(algo),
         "family": family.name,
@@ -215,20 +242,44 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
         "param_names": list(family.task_names),
         "oracle_kind": None if oracle is None or oracle_info is None else oracle_info.kind,
         "tasks": records,
-        "summary": summarize(returns, oracle),
+        "nonfinite_tasks": nonfinite,
+        "summary": summarize(returns[:, healthy], None if oracle is None else oracle[healthy]),
     }
+
+
+def _adapt_in_groups(algo, tasks: np.ndarray, steps: list[int], rng: np.random.Generator,
+                     index: np.ndarray) -> tuple[list, list[int]]:
+    """Adapt the tasks ``index`` in one call; if that meets a NaN or infinity, adapt each half
+    again (child streams of ``rng``) until the task(s) at fault stand alone. Returns the
+    groups that adapted, ``[(index, [Adapted per budget]), ...]``, and the tasks that failed."""
+    try:
+        adapted = algo.adapt(tasks[index], steps, rng)
+    except NonFiniteError:
+        if len(index) == 1:
+            return [], [int(index[0])]
+        groups, failed = [], []
+        for half, half_rng in zip(np.array_split(index, 2), rng.spawn(2)):
+            more, bad = _adapt_in_groups(algo, tasks, steps, half_rng, half)
+            groups += more
+            failed += bad
+        return groups, failed
+    _check_adapted(algo, adapted, steps, len(index))
+    return [(index, adapted)], []
 
 
 def summarize(returns: np.ndarray, oracle: np.ndarray | None) -> dict:
     """Aggregate ``returns [B, T]`` (budget × task) and ``oracle [T]`` (or None) into the
-    ``summary`` block: per budget ``mean``, ``ci95`` (1.96·std/√T, std with ddof 1; null for a
-    single task), ``gap_mean`` and ``gap_max`` (gap = oracle − return; null without an oracle),
-    and ``oracle_mean``."""
+    ``summary`` block: per budget ``mean``, ``ci95`` (the 95% interval's half-width
+    t_{0.975, T−1}·std/√T, Student's t, std with ddof 1; null for a single task), ``gap_mean``
+    and ``gap_max`` (gap = oracle − return; null without an oracle), and ``oracle_mean``."""
     returns = np.asarray(returns, dtype=np.float64)
     T = returns.shape[1]
+    if T == 0:  # every task was non-finite
+        nothing = [None] * returns.shape[0]
+        return {"mean": nothing, "ci95": nothing, "gap_mean": None, "gap_max": None,
+                "oracle_mean": None}
     mean = returns.mean(1)
-    ci95 = ([1.96 * float(s) / math.sqrt(T) for s in returns.std(1, ddof=1)] if T > 1
-            else [None] * len(mean))
+    ci95 = [ci95_half_width(row) for row in returns]
     summary = {"mean": mean.tolist(), "ci95": ci95, "gap_mean": None, "gap_max": None,
                "oracle_mean": None}
     if oracle is not None:
@@ -298,8 +349,8 @@ def read_eval_json(path) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise AdaptrlError(f"no evaluation at {path}") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise AdaptrlError(f"cannot read {path}: {err}") from None
+    except (OSError, ValueError) as err:  # ValueError: JSON errors, not UTF-8, huge integers
+        raise AdaptrlError(f"cannot read {path}: {' '.join(str(err).split())}") from None
     missing = [k for k in ("algo", "family", "split", "steps", "tasks", "summary")
                if not isinstance(data, dict) or k not in data]
     if missing:

@@ -23,6 +23,7 @@ from .cg import (
     unflat_dict,
     unflatten_like,
 )
+from .guard import TrainableSnapshot, first_nonfinite
 from .implicit import (
     implicit_task_gradient,
     mixed_derivative_vjp,
@@ -59,7 +60,8 @@ __all__ = [
     "REFUSED_NON_FINITE_GRADIENT", "REFUSED_NON_FINITE_LOSS", "REFUSED_NON_FINITE_STEP",
     "REFUSED_NON_POSITIVE_CURVATURE", "REFUSED_ZERO_GRADIENT", "TRPOOptions",
     "backtracking_line_search", "conjugate_gradient", "conjugate_gradient_normal",
-    "estimate_advantages", "flat_dict", "flat_grad", "flatten", "hessian_vector_product",
+    "TrainableSnapshot", "estimate_advantages", "first_nonfinite", "flat_dict",
+    "flat_grad", "flatten", "hessian_vector_product",
     "implicit_task_gradient", "make_hvp", "masked_task_mean", "minibatch_rows",
     "mixed_derivative_vjp", "normalize_per_task", "per_task_trpo_step", "per_task_vectors",
     "policy_hessian_product", "ppo_clipped_loss", "ppo_optimizer", "ppo_update", "ppo_value_loss",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..nets.sac_nets import TanhGaussianActor, TwinQ
-from ..options import check_ranges, option
+from ..options import Activation, check_ranges, option
 
 
 @dataclass
@@ -31,18 +31,20 @@ class SACConfig:
     gamma: float = option(0.99, "discount", ge=0, le=1)
     tau: float = option(0.005, "Polyak rate of the target critics: θ' ← (1−τ)θ' + τθ", gt=0,
                         le=1)
-    actor_lr: float = option(3e-4, "Adam learning rate of the actor", positive=True)
-    critic_lr: float = option(3e-4, "Adam learning rate of the twin critics", positive=True)
+    actor_lr: float = option(3e-4, "Adam learning rate of the actor", positive=True, le=1)
+    critic_lr: float = option(3e-4, "Adam learning rate of the twin critics", positive=True, le=1)
     alpha_lr: float = option(3e-4, "Adam learning rate of log α (auto_entropy only)",
-                             positive=True)
+                             positive=True, le=1)
     batch_size: int = option(256, "transitions per task in one update (the caller samples)",
-                             ge=1)
-    hidden_sizes: list = option([256, 256], "hidden widths of the actor and the critics")
-    activation: str = option("relu", "activation: relu, tanh or elu")
+                             ge=1, le=10**6)
+    hidden_sizes: list = option([256, 256], "hidden widths of the actor and the critics",
+                                item_ge=1, nonempty=True)
+    activation: Activation = option("relu", "activation: relu, tanh or elu")
     auto_entropy: bool = option(True, "tune α so that the policy entropy tracks target_entropy")
-    target_entropy: float | None = option(None, "target entropy; None means −act_dim")
+    target_entropy: float | None = option(None, "target entropy; None means −act_dim",
+                                          ge=-1e4, le=0)
     init_alpha: float = option(1.0, "initial α with auto_entropy, the fixed α without",
-                               positive=True)
+                               positive=True, le=1e4)
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value (every field's declared range)."""
@@ -202,6 +204,16 @@ class SAC:
         return {"loss/critic": critic_loss.item(), "loss/actor": actor_loss.item(),
                 "loss/alpha": alpha_loss_value, "alpha": alpha, **metrics,
                 "entropy": float(-log_prob.mean())}
+
+    def trainables(self) -> dict[str, object]:
+        """What `update` changes in place: networks, optimizers and log α (see
+        `adaptrl.optim.guard`)."""
+        found = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
+                 "actor_optim": self.actor_optim, "critic_optim": self.critic_optim,
+                 "log_alpha": self.log_alpha}
+        if self.alpha_optim is not None:
+            found["alpha_optim"] = self.alpha_optim
+        return found
 
     # ── checkpoints ──
     def state_dict(self) -> dict:

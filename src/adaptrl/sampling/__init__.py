@@ -4,6 +4,7 @@ This package imports no network class."""
 
 from .episodes import Episodes, LinearFeatureBaseline
 from .model import ModelEnv, ModelSampler
+from .numpy_io import NumpyPolicy, episodes_from_records
 from .policy import (
     AppendToObservation,
     ContinueTrial,
@@ -19,6 +20,6 @@ from .replay import ReplayBuffer
 from .sampler import LocalSampler, Sampler, rollout
 
 __all__ = ["AppendToObservation", "ContinueTrial", "Episodes", "LinearFeatureBaseline",
-           "LocalSampler", "MemorylessPolicy", "ModelEnv", "ModelSampler", "Policy",
+           "LocalSampler", "MemorylessPolicy", "ModelEnv", "ModelSampler", "NumpyPolicy", "Policy",
            "PolicySnapshot", "ReplayBuffer", "Sampler", "ScaleActions", "UniformPolicy",
-           "class_path", "rollout", "snapshot_tensors"]
+           "class_path", "episodes_from_records", "rollout", "snapshot_tensors"]

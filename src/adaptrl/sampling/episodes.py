@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import NonFiniteError
+
 
 @dataclass
 class Episodes:
@@ -68,6 +70,27 @@ class Episodes:
     def episode_starts(self) -> torch.Tensor:
         """True on the first step of each episode, ``[L]`` (broadcasts over T, N)."""
         return torch.arange(self.horizon) % self.episode_horizon == 0
+
+    def check_finite(self, where: str) -> Episodes:
+        """Itself, if its observations, rewards and actions are all finite (one
+        ``isfinite(...).all()`` per tensor); otherwise raise `adaptrl.errors.NonFiniteError`
+        naming the earliest non-finite value, ``where``, its task and step. Earliest, because
+        a policy fed a NaN reward or observation then acts NaN and the environment follows:
+        the first one is the cause. Order within step t: its observation, its action, then
+        the next observation and the reward."""
+        fields = (("observation", self.obs, 0), ("action", self.actions, 1),
+                  ("observation", self.next_obs, 2), ("reward", self.rewards, 3))
+        if all(torch.isfinite(values).all() for _, values, _ in fields):
+            return self
+        T, N, L = self.mask.shape
+        first = []
+        for what, values, order in fields:
+            bad = ~torch.isfinite(values.reshape(T, N, L, -1)).all(-1)  # [T, N, L]
+            if bad.any():
+                task, _, step = (int(i) for i in bad.nonzero()[bad.nonzero()[:, 2].argmin()])
+                first.append((step, order, what, task))
+        step, _, what, task = min(first)
+        raise NonFiniteError(what, f"{where} (task {task}, step {step})")
 
     @property
     def num_steps(self) -> int:
@@ -240,8 +263,8 @@ class LinearFeatureBaseline:
             if torch.isfinite(coeffs).all():
                 break
             reg *= 10
-        else:
-            raise FloatingPointError("linear baseline: the regression has no finite solution")
+        else:  # finite data (the sampler checks it) whose features overflow the solve
+            raise NonFiniteError("linear baseline solution", "the baseline regression")
         self.coeffs = coeffs.squeeze(-1)
         return self
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import NonFiniteError
 from .episodes import Episodes
 
 FIELDS = ("obs", "action", "reward", "next_obs", "done")
@@ -68,6 +69,7 @@ class ReplayBuffer:
         tasks: the buffer row of each of the Te episode tasks (default ``0..Te-1``, which then
         must equal ``num_tasks``). Steps are stored episode by episode in time order; if more
         than ``capacity`` arrive for one task, only the last ``capacity`` are kept.
+        A batch holding a NaN or infinity is refused whole (`adaptrl.errors.NonFiniteError`).
         """
         Te = episodes.num_tasks
         if tasks is None:
@@ -96,6 +98,9 @@ class ReplayBuffer:
                 "reward": flat(episodes.rewards),
                 "next_obs": flat(episodes.next_obs, self.obs_dim),
                 "done": flat(episodes.terminated)}
+        for name, values in data.items():  # refuse the whole batch before writing any of it
+            if not np.isfinite(values).all():
+                raise NonFiniteError(name.replace("_", " "), "replay insert")
         for i, row in enumerate(rows):
             steps = np.flatnonzero(valid[i])[-self.capacity:]
             n = steps.size
@@ -127,13 +132,15 @@ class ReplayBuffer:
     # ── checkpoints ──
     def state_dict(self) -> dict:
         """Everything needed to restore the buffer: sizes, write positions and the stored data
-        (only the filled prefix of each array, so an early checkpoint stays small)."""
+        (only the filled prefix of each array, so an early checkpoint stays small), as tensors
+        (checkpoints hold no NumPy arrays; `load_state_dict` takes either)."""
         filled = int(self._size.max())
         state = {"num_tasks": self.num_tasks, "capacity": self.capacity,
                  "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                 "size": self._size.copy(), "next": self._next.copy()}
+                 "size": torch.from_numpy(self._size.copy()),
+                 "next": torch.from_numpy(self._next.copy())}
         for name in FIELDS:
-            state[name] = getattr(self, name)[:, :filled].copy()
+            state[name] = torch.from_numpy(getattr(self, name)[:, :filled].copy())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -142,10 +149,11 @@ class ReplayBuffer:
                 "obs_dim": self.obs_dim, "act_dim": self.act_dim}
         if shape != ours:
             raise ValueError(f"replay buffer state is for {shape}, this buffer is {ours}")
-        filled = int(np.max(state["size"]))
+        size = np.asarray(state["size"])
+        filled = int(size.max())
         for name in FIELDS:
             array = getattr(self, name)
             array[:] = 0
-            array[:, :filled] = state[name]
-        self._size[:] = state["size"]
-        self._next[:] = state["next"]
+            array[:, :filled] = np.asarray(state[name])
+        self._size[:] = size
+        self._next[:] = np.asarray(state["next"])
