@@ -97,43 +97,113 @@ def test_defaults_are_in_range(cls):
     _validate(cls())
 
 
-def test_lower_bounds_accept_infinity_and_upper_bounds_do_not():
-    assert Range(ge=0).accepts(math.inf) and Range(gt=0).accepts(math.inf)
-    assert not Range(ge=0).accepts(-math.inf)
-    assert not Range(gt=0, le=1).accepts(math.inf)
-    assert not Range(ge=0, lt=1).accepts(math.inf)
-    for r in (Range(ge=0), Range(gt=0, le=1), Range(le=1), Range(positive=True)):
-        assert not r.accepts(math.nan)
+def test_no_range_accepts_nan_or_infinity():
+    for r in (Range(), Range(ge=0), Range(gt=0), Range(gt=0, le=1), Range(le=1),
+              Range(positive=True), Range(item_ge=1)):
+        for value in (math.nan, math.inf, -math.inf):
+            assert not r.accepts([1, value] if r.item_ge else value), (r, value)
     assert Range(ge=0).accepts(None)  # an optional field left unset
+    assert Range(ge=0).error("max_kl", math.inf) == "max_kl must be a finite number ≥ 0, got inf"
+    assert Range().error("x", math.nan) == "x must be a finite number, got nan"
+
+
+def _float_fields() -> list[tuple[type, str]]:
+    return [(cls, f.name) for cls in _config_classes() for f in dataclasses.fields(cls)
+            if isinstance(getattr(cls(), f.name), float)
+            or "float" in str(f.type)]
+
+
+@pytest.mark.parametrize("cls, name", _float_fields(),
+                         ids=lambda x: x.__qualname__ if isinstance(x, type) else x)
+def test_every_float_field_rejects_nan_and_infinity(cls, name):
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match=rf"^{name} must be .*, got "):
+            _validate(dataclasses.replace(cls(), **{name: value}))
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__qualname__)
+def test_every_numeric_field_declares_a_bounded_range(cls):
+    """Every int and float field is bounded on both sides (a size or rate that no machine can
+    run is refused when the config is built), except the documented optional ones."""
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        if isinstance(default, bool) or not (isinstance(default, (int, float))
+                                             or "float" in str(f.type)):
+            continue
+        r = field_range(cls, f.name)
+        assert r is not None, f"{cls.__qualname__}.{f.name} declares no range"
+        assert r.lt is not None or r.le is not None, f"{cls.__qualname__}.{f.name}: no upper bound"
+
+
+def test_activation_fields_offer_exactly_the_networks_activations():
+    import typing
+
+    from adaptrl.nets import ACTIVATIONS
+    from adaptrl.options import Activation
+
+    assert set(typing.get_args(Activation)) == set(ACTIVATIONS)
+    with pytest.raises(AdaptrlError, match=r"--set activation=foo: activation expects one of"):
+        make_config("maml", None, ["activation=foo"])
+    with pytest.raises(ValueError, match=r"^activation must be one of relu, tanh, elu, got 'foo'"):
+        BaseConfig(activation="foo").validate()
+
+
+@pytest.mark.parametrize("algo, key", [("pearl", "gae_lambda"), ("flap", "gae_lambda"),
+                                       ("rl2", "activation"), ("snail", "activation"),
+                                       ("reptile", "max_kl"), ("reptile", "inner_steps")])
+def test_fields_a_method_does_not_use_are_refused(algo, key):
+    value = "tanh" if key == "activation" else "1" if key == "inner_steps" else "0.5"
+    with pytest.raises(AdaptrlError, match=rf"^--set {key}={value}: {algo} does not use {key} "):
+        make_config(algo, None, [f"{key}={value}"])
+    assert "(not used by" in describe_options(algo)
+
+
+def test_a_preset_may_not_set_an_unused_field_but_may_include_one(tmp_path):
+    # reptile's presets include MAML's, which set max_kl and inner_steps: dropped, not refused
+    assert make_config("reptile", "nav").meta_lr == 1.0
+    own = tmp_path / "p.yaml"
+    own.write_text("gae_lambda: 0.5\n")
+    with pytest.raises(AdaptrlError, match=r"p.yaml: pearl does not use gae_lambda"):
+        make_config("pearl", str(own))
+
+
+def test_a_huge_integer_for_a_float_field_is_one_line(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"max_kl: {10**400}\n")
+    with pytest.raises(AdaptrlError, match=r"max_kl must be a finite number, got an integer of "
+                                           r"401 digits"):
+        make_config("maml", str(preset))
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: BaseConfig(iterations=0), "iterations must be ≥ 1, got 0"),
-    (lambda: BaseConfig(horizon=-1), "horizon must be ≥ 0, got -1"),
+    (lambda: BaseConfig(iterations=0), "iterations must be in [1, 1e8], got 0"),
+    (lambda: BaseConfig(horizon=-1), "horizon must be in [0, 1e7], got -1"),
     (lambda: BaseConfig(hidden_sizes=[]), "hidden_sizes must be positive widths, got []"),
     (lambda: BaseConfig(hidden_sizes=[64, 0]),
      "hidden_sizes must be positive widths, got [64, 0]"),
     (lambda: BaseConfig(gamma=1.5), "gamma must be in (0, 1], got 1.5"),
     (lambda: BaseConfig(gae_lambda=-0.1), "gae_lambda must be in [0, 1], got -0.1"),
-    (lambda: PGConfig(inner_lr=-1.0), "inner_lr must be ≥ 0, got -1.0"),
+    (lambda: PGConfig(inner_lr=-1.0), "inner_lr must be in [0, 100], got -1.0"),
     (lambda: PGConfig(cg_subsample=0.0), "cg_subsample must be in (0, 1], got 0.0"),
     (lambda: PGConfig(ls_backtrack_ratio=1.0), "ls_backtrack_ratio must be in (0, 1), got 1.0"),
-    (lambda: PGConfig(max_kl=0.0), "max_kl must be > 0, got 0.0"),
+    (lambda: PGConfig(max_kl=0.0), "max_kl must be in (0, 10], got 0.0"),
     (lambda: get_algorithm("maml").Config(inner_steps=0),
-     "inner_steps must be ≥ 1 for MAML, got 0"),
-    (lambda: get_algorithm("reptile").Config(meta_lr=0.0), "meta_lr must be > 0, got 0.0"),
-    (lambda: SACConfig(actor_lr=0.0), "actor_lr must be positive, got 0.0"),
+     "inner_steps must be in [1, 1000] for MAML, got 0"),
+    (lambda: get_algorithm("reptile").Config(meta_lr=0.0), "meta_lr must be in (0, 100], got 0.0"),
+    (lambda: SACConfig(actor_lr=0.0), "actor_lr must be positive and ≤ 1, got 0.0"),
+    (lambda: SACConfig(actor_lr=2.0), "actor_lr must be positive and ≤ 1, got 2.0"),
     (lambda: SACConfig(tau=0.0), "tau must be in (0, 1], got 0.0"),
     (lambda: SACConfig(gamma=1.5), "gamma must be in [0, 1], got 1.5"),
-    (lambda: get_algorithm("pearl").Config(latent_dim=0), "latent_dim must be positive, got 0"),
+    (lambda: get_algorithm("pearl").Config(latent_dim=0),
+     "latent_dim must be positive and ≤ 1e4, got 0"),
     (lambda: get_algorithm("pearl").Config(encoder_hidden=[]),
      "encoder_hidden must be positive widths, got []"),
     (lambda: get_algorithm("flap").Config(adapter_decoder=[0]),
      "adapter_decoder must be positive widths, got [0]"),
-    (lambda: AdMRLConfig(task_lr=-1.0), "task_lr must be ≥ 0, got -1.0"),
+    (lambda: AdMRLConfig(task_lr=-1.0), "task_lr must be in [0, 1e6], got -1.0"),
     (lambda: AdMRLConfig(meta_batch=2), "meta_batch must be 1 for model-based methods (one "
                                         "task per iteration, Algorithm 1), got 2"),
-    (lambda: OracleTrainingConfig(iterations=0), "iterations must be ≥ 1, got 0"),
+    (lambda: OracleTrainingConfig(iterations=0), "iterations must be in [1, 1e6], got 0"),
 ])
 def test_messages_are_the_established_ones(make, message):
     with pytest.raises(ValueError) as err:
@@ -157,7 +227,8 @@ def test_off_policy_configs_apply_the_ranges_of_both_bases_once():
     SACConfig(gamma=0.0).validate()
     with pytest.raises(ValueError, match="tau must be"):  # a SACConfig field
         OffPolicyConfig(tau=2.0).validate()
-    with pytest.raises(ValueError, match="fast_batch must be ≥ 1"):  # redeclared, range kept
+    # redeclared, range kept
+    with pytest.raises(ValueError, match=r"fast_batch must be in \[1, 1e6\]"):
         OffPolicyConfig(fast_batch=0).validate()
     with pytest.raises(ValueError, match="hidden_sizes must be positive widths"):
         OffPolicyConfig(hidden_sizes=[]).validate()
@@ -165,7 +236,7 @@ def test_off_policy_configs_apply_the_ranges_of_both_bases_once():
 
 def test_a_redeclared_field_keeps_its_base_range_unless_it_declares_one():
     maml = get_algorithm("maml").Config
-    assert field_range(PGConfig, "inner_steps") == Range(ge=0)
+    assert field_range(PGConfig, "inner_steps") == Range(ge=0, le=1000)
     assert field_range(maml, "inner_steps").ge == 1
     PGConfig(inner_steps=0).validate()
     assert field_range(AdMRLConfig, "iterations") == field_range(BaseConfig, "iterations")
@@ -204,12 +275,12 @@ def test_config_errors_are_one_line_adaptrl_errors():
     with pytest.raises(AdaptrlError, match=r"invalid maml config: gae_lambda must be in "
                                            r"\[0, 1\], got nan"):
         make_config("maml", None, ["gae_lambda=nan"])
-    with pytest.raises(AdaptrlError, match=r"^oracle max_kl must be > 0, got nan$"):
+    with pytest.raises(AdaptrlError, match=r"^oracle max_kl must be in \(0, 10\], got nan$"):
         train_oracle("hopper-2d", [[0.0, 1.5]], OracleTrainingConfig(max_kl=math.nan),
                      horizon=5)
 
 
 def test_list_options_shows_the_ranges():
     text = describe_options("maml")
-    assert "meta-training iterations (must be ≥ 1)" in text
+    assert "meta-training iterations (must be in [1, 1e8])" in text
     assert "discount (must be in (0, 1])" in text

@@ -149,7 +149,13 @@ def _check_value(key: str, value, kind: _Kind, source: str):
         return base is None or isinstance(v, base)
 
     def clean(v, base):
-        return float(v) if base is float else v
+        if base is not float:
+            return v
+        try:
+            return float(v)
+        except OverflowError:  # an integer beyond the float range
+            raise AdaptrlError(f"{source}: {key} must be a finite number, got an integer of "
+                               f"{len(str(abs(v)))} digits") from None
 
     if value is None and (kind.optional or kind.base is None):
         return None
@@ -185,6 +191,17 @@ def _unknown_key(algo_cls, key: str, source: str | None = None) -> AdaptrlError:
     return AdaptrlError(f"{source}: {err}") if source else err
 
 
+def _unused(algo_cls) -> dict[str, str]:
+    """The inherited fields ``algo_cls`` ignores, with the reason (``Config.unused_fields``)."""
+    return getattr(algo_cls.Config, "unused_fields", {})
+
+
+def _refuse_unused(algo_cls, key: str, source: str) -> None:
+    reason = _unused(algo_cls).get(key)
+    if reason is not None:
+        raise AdaptrlError(f"{source}: {algo_cls.name} does not use {key} ({reason})")
+
+
 def _replace(algo_cls, config, values: dict, source: str):
     """``config`` with ``values`` (already-typed, e.g. from YAML) checked and applied."""
     fields = _fields(algo_cls.Config)
@@ -216,6 +233,7 @@ def parse_overrides(algo, overrides) -> dict:
             raise AdaptrlError(f"--set expects key=value, got '{item}'")
         if key not in fields:
             raise _unknown_key(algo_cls, key)
+        _refuse_unused(algo_cls, key, f"--set {key}={text}")
         values[key] = _parse_text(key, text, _field_kind(algo_cls.Config, fields[key]))
     return values
 
@@ -236,7 +254,12 @@ def make_config(algo, preset: str | None = None, overrides=()):
     config = algo_cls.Config()
     if preset is not None:
         path = preset_path(algo_cls, preset)
-        config = _replace(algo_cls, config, _resolve_preset(path), f"preset {path}")
+        values, own = _resolve_preset(path), _read_preset(path)
+        for key in [k for k in values if k in _unused(algo_cls)]:
+            if key in own:
+                _refuse_unused(algo_cls, key, f"preset {path}")
+            del values[key]  # from a shared preset it includes, written for other methods
+        config = _replace(algo_cls, config, values, f"preset {path}")
     return apply_overrides(algo_cls, config, overrides)
 
 
@@ -286,7 +309,9 @@ def preset_path(algo, preset: str) -> Path:
 
 def _read_preset(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise AdaptrlError(f"preset {path} is not UTF-8 text (a YAML mapping)") from None
     except yaml.YAMLError as err:
         raise AdaptrlError(f"preset {path} is not valid YAML: {' '.join(str(err).split())}"
                            ) from None
@@ -343,6 +368,8 @@ def describe_options(algo, config=None) -> str:
         bounds = field_range(config, field.name)
         if bounds is not None:
             help_text += f" (must be {bounds.requirement()})"
+        if field.name in _unused(algo_cls):
+            help_text += f" (not used by {algo_cls.name}: {_unused(algo_cls)[field.name]})"
         rows.append((field.name, type_name.removeprefix("an ").removeprefix("a "),
                      _format_value(getattr(config, field.name)), help_text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

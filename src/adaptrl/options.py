@@ -9,7 +9,18 @@ only cross-field rules in its own body.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
+
+MAX_SEED = 2**32 - 1
+"""Seeds (the CLI's ``--seed``, a run's seed, the oracle's) are integers in [0, MAX_SEED]."""
+
+Activation = Literal["relu", "tanh", "elu"]
+"""The type of an ``activation`` field: the names in `adaptrl.nets.ACTIVATIONS` (a test holds
+them equal), so that ``--set activation=foo`` is refused while the config is built."""
 
 
 @dataclass(frozen=True)
@@ -19,8 +30,9 @@ class Range:
     Numbers: ``gt``/``ge`` (lower bound, strict or not), ``lt``/``le`` (upper bound);
     ``positive`` is ``gt=0`` worded "must be positive". Lists: ``item_ge`` bounds every item,
     ``nonempty`` forbids ``[]``. ``message`` replaces the error text: a template with
-    ``{name}`` and ``{value}``. Comparisons are written so that NaN fails every bound, and ±inf
-    fails a bound on its side. None (an optional field left unset) is always accepted.
+    ``{name}`` and ``{value}``. A float must be finite (NaN and ±inf are refused whatever the
+    bounds; see `check_ranges` for fields without a range), and so must every float item of a
+    list. None (an optional field left unset) is always accepted.
     """
 
     gt: float | None = None
@@ -51,11 +63,13 @@ class Range:
         if self.nonempty:
             return "non-empty"
         if self.positive:
-            return "positive"
-        low = (f"({self.gt}" if self.gt is not None
-               else f"[{self.ge}" if self.ge is not None else None)
-        high = (f"{self.lt})" if self.lt is not None
-                else f"{self.le}]" if self.le is not None else None)
+            upper = (f" and < {_bound(self.lt)}" if self.lt is not None
+                     else f" and ≤ {_bound(self.le)}" if self.le is not None else "")
+            return "positive" + upper
+        low = (f"({_bound(self.gt)}" if self.gt is not None
+               else f"[{_bound(self.ge)}" if self.ge is not None else None)
+        high = (f"{_bound(self.lt)})" if self.lt is not None
+                else f"{_bound(self.le)}]" if self.le is not None else None)
         if low is not None and high is not None:
             return f"in {low}, {high}"
         if low is not None:
@@ -67,11 +81,13 @@ class Range:
     def accepts(self, value) -> bool:
         if value is None:
             return True
-        if self.item_ge is not None or self.nonempty:
+        if isinstance(value, (list, tuple)):
             items = list(value)
-            if self.nonempty and not items:
+            if not all(_finite(v) for v in items) or self.nonempty and not items:
                 return False
             return self.item_ge is None or all(v >= self.item_ge for v in items)
+        if not _finite(value):
+            return False
         gt = 0 if self.positive else self.gt
         return not ((gt is not None and not value > gt)
                     or (self.ge is not None and not value >= self.ge)
@@ -84,7 +100,25 @@ class Range:
             return None
         if self.message is not None:
             return self.message.format(name=name, value=value)
-        return f"{name} must be {self.requirement()}, got {value}"
+        requirement = self.requirement()
+        bounded = requirement.startswith("in ")
+        if not _finite(value) and not bounded:  # "> 0, got inf" would read as a contradiction
+            requirement = "a finite number" + ("" if requirement == "anything"
+                                               else f" {requirement}")
+        return f"{name} must be {requirement}, got {value}"
+
+
+def _bound(value) -> str:
+    """A bound as written in messages: powers of ten from 10⁴ up as ``1e8``."""
+    exponent = math.log10(abs(value)) if value and math.isfinite(value) else 0
+    if exponent >= 4 and exponent == int(exponent):
+        return ("-" if value < 0 else "") + f"1e{int(exponent)}"
+    return str(value)
+
+
+def _finite(value) -> bool:
+    """False for a float NaN or ±inf; True for anything else (ints, strings, ...)."""
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def option(default, help: str, *, gt=None, ge=None, lt=None, le=None, positive: bool = False,
@@ -121,10 +155,25 @@ def field_range(config, name: str) -> Range | None:
 
 def check_ranges(config) -> None:
     """Raise ValueError naming the first field (in declaration order) of the dataclass
-    instance ``config`` whose value is outside its declared range."""
+    instance ``config`` whose value is outside its declared range, or (any field) a float that
+    is NaN or ±inf, or a value that is not one of a ``Literal`` field's choices."""
+    hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        bounds = field_range(config, f.name)
-        if bounds is not None:
-            message = bounds.error(f.name, getattr(config, f.name))
-            if message is not None:
-                raise ValueError(message)
+        value = getattr(config, f.name)
+        bounds = field_range(config, f.name) or Range()
+        message = bounds.error(f.name, value)
+        choices = _choices(hints.get(f.name))
+        if message is None and choices and value is not None and value not in choices:
+            message = f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+        if message is not None:
+            raise ValueError(message)
+
+
+def _choices(hint) -> tuple:
+    """The choices of a ``Literal[...]`` (or ``Literal[...] | None``) annotation, else ()."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((typing.get_args(a) for a in typing.get_args(hint)
+                     if typing.get_origin(a) is Literal), ())
+    return ()

@@ -9,6 +9,14 @@ A run folder (default ``runs/<algo>-<family>-s<seed>``)::
     checkpoints/         latest.pt and the last few iter_000010.pt (see `adaptrl.checkpoint`)
     .lock                held while a process trains here
 
+Non-finite values: sampled episodes and replay inserts are checked where they enter
+(`adaptrl.errors.NonFiniteError`), and after each iteration the method's networks, optimizer
+states and learned tensors (`MetaAlgorithm.trainables`) are. An iteration that meets a NaN or
+infinity is refused: its updates are undone from a snapshot taken before it, its metrics are
+dropped, a ``nonfinite/refused`` column (`REFUSED_COLUMN`) records it, and training goes on;
+after ``max_refusals`` refused iterations in a row the run stops with one line naming what went
+non-finite, where, and the last good checkpoint. So no checkpoint holds a NaN or infinity.
+
 Exact resume: the run seed gives one `numpy.random.SeedSequence`; torch's global RNG is seeded
 with the seed before the method is built (network initialisation) and the method's training
 stream is ``default_rng(SeedSequence(seed).spawn(1)[0])``. A checkpoint carries the method's
@@ -39,7 +47,7 @@ import yaml
 
 from . import __version__
 from .algos import MetaAlgorithm, get_algorithm
-from .atomic import atomic_write_text, remove_stale_temporaries
+from .atomic import atomic_write_text, output_problem, remove_stale_temporaries
 from .checkpoint import latest_checkpoint, load_checkpoint, write_run_checkpoint
 from .config import (
     apply_overrides,
@@ -48,7 +56,11 @@ from .config import (
     config_to_dict,
     make_config,
 )
-from .errors import AdaptrlError
+from .errors import AdaptrlError, NonFiniteError
+from .optim import TrainableSnapshot, first_nonfinite
+from .options import MAX_SEED
+from .progress import progress_bar, shows_plain_lines
+from .resources import memory_refusal
 from .sampling import LocalSampler, Sampler
 from .tasks import get_family
 from .timing import timing_metrics
@@ -68,7 +80,11 @@ def is_timing_column(name: str) -> bool:
     runner's ``time/...`` phase columns. Every other column is reproducible from the seed."""
     return name in TIMING_COLUMNS or name.startswith("time/")
 
-RESUMABLE_FIELDS = ("iterations", "checkpoint_every")
+REFUSED_COLUMN = "nonfinite/refused"
+"""1 in the row of an iteration refused for a NaN or infinity, else 0; the column appears with
+the first refusal (empty cells before it mean 0)."""
+
+RESUMABLE_FIELDS = ("iterations", "checkpoint_every", "max_refusals")
 """Config fields that ``--resume`` may change (they do not change what an iteration computes)."""
 
 
@@ -139,8 +155,10 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
     family = get_family(family_name)
     run_dir = Path(out) if out is not None else default_run_dir(algo_cls.name, family.name,
                                                                 seed if seed is not None else 0)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise AdaptrlError(f"run folder {run_dir} exists and is not a folder")
+    check_seed(seed)
+    problem = output_problem(run_dir, folder=True)
+    if problem is not None:
+        raise AdaptrlError(f"run folder {run_dir}: {problem}")
     if resume:
         record, config = _resume_record(run_dir, algo_cls, family.name, preset, overrides, seed)
     else:
@@ -148,6 +166,7 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
         record = {"algo": algo_cls.name, "family": family.name,
                   "seed": seed if seed is not None else 0, "preset": preset}
         _refuse_existing_run(run_dir)
+    refuse_oversized(algo_cls, config, family)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     with _run_lock(run_dir):
         ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -158,8 +177,12 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
         else:
             _refuse_existing_run(run_dir)  # again, now that no other process can start one
             payload = None
+        # built (and a checkpoint loaded) before anything is written: a checkpoint that does not
+        # fit the config is refused with the folder as it was
+        trainer = _Trainer(run_dir, algo_cls, family, config, record["seed"], payload, progress,
+                           latest_checkpoint(run_dir / CHECKPOINT_DIR))
         _write_run_record(run_dir, record, config)
-        _Trainer(run_dir, algo_cls, family, config, record["seed"], payload, progress).run()
+        trainer.run()
     return run_dir
 
 
@@ -186,7 +209,7 @@ def load_run(run_dir, checkpoint=None, sampler: Sampler | None = None
     _check_payload(payload, path, algo_cls.name, family.name)
     torch.manual_seed(record["seed"])
     algo = algo_cls(family, config, sampler if sampler is not None else LocalSampler(family))
-    algo.load_state_dict(payload["algorithm"])
+    _load_state(algo, payload, path)
     algo.iteration = payload["iteration"]
     info = {"run_dir": run_dir, "algo": algo_cls.name, "family": family.name,
             "seed": record["seed"], "preset": record.get("preset"),
@@ -201,18 +224,39 @@ def read_run_record(run_dir) -> dict:
     if not path.is_file():
         raise AdaptrlError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
     try:
-        record = yaml.safe_load(path.read_text())
+        record = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise AdaptrlError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError:
+        raise AdaptrlError(f"{path} is not UTF-8 text (a run's config.yaml)") from None
     required = {"algo": str, "family": str, "seed": int, "config": dict}
     if not isinstance(record, dict) or any(not isinstance(record.get(k), t)
                                            for k, t in required.items()):
         raise AdaptrlError(f"{path} is not an adaptrl run config: it needs "
                            f"{', '.join(required)}")
+    check_seed(record["seed"], f"{path}: seed")
     return record
 
 
 # ─── starting and resuming ──────────────────────────────────────────────────────────────────
+def check_seed(seed, name: str = "seed") -> None:
+    """An `AdaptrlError` unless ``seed`` is None or an integer in [0, `MAX_SEED`]."""
+    if seed is None:
+        return
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) \
+            or not 0 <= seed <= MAX_SEED:
+        raise AdaptrlError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed!r}")
+
+
+def refuse_oversized(algo_cls, config, family) -> None:
+    """An `AdaptrlError` when the method's memory estimate (`MetaAlgorithm.memory_estimate`)
+    exceeds this machine's memory: the largest part, the estimate and the memory."""
+    reason = memory_refusal(algo_cls.memory_estimate(config, family))
+    if reason is not None:
+        raise AdaptrlError(f"cannot train {algo_cls.name} on {family.name}: {reason}; "
+                           f"choose smaller settings with --set")
+
+
 def _algorithm_class(algo) -> type[MetaAlgorithm]:
     if isinstance(algo, type) and issubclass(algo, MetaAlgorithm):
         return algo
@@ -278,6 +322,41 @@ def _check_payload(payload: dict, path, algo: str, family: str) -> None:
     if (payload["algo"], payload["family"]) != (algo, family):
         raise AdaptrlError(f"{path} belongs to a {payload['algo']} run on {payload['family']}, "
                            f"not {algo} on {family}")
+    wrong = [key for key, ok in _PAYLOAD_TYPES.items() if not ok(payload[key])]
+    if wrong:
+        raise AdaptrlError(f"{path} is not a valid run checkpoint: "
+                           + ", ".join(f"{k} is a {type(payload[k]).__name__}" for k in wrong))
+
+
+def _count(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+
+
+_PAYLOAD_TYPES = {
+    "seed": _count, "iteration": _count, "metrics_rows": _count,
+    "elapsed_s": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    "algorithm": lambda v: isinstance(v, dict), "config": lambda v: isinstance(v, dict),
+    "numpy_rng": lambda v: isinstance(v, dict), "torch_rng": lambda v: isinstance(v, torch.Tensor),
+    "metrics_columns": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+}
+"""What each payload entry must be, so that a payload of the wrong shape is one clear error."""
+
+
+def _load_state(algo, payload: dict, path, rng: np.random.Generator | None = None) -> None:
+    """Load the method's state (and, when resuming, the RNG states) from a checked payload; a
+    checkpoint whose tensors do not fit the run's config (torch's "size mismatch", "Missing
+    key(s)") is a one-line `AdaptrlError` naming the file."""
+    try:
+        algo.load_state_dict(payload["algorithm"])
+        if rng is not None:
+            rng.bit_generator.state = payload["numpy_rng"]
+            torch.set_rng_state(payload["torch_rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        detail = " ".join(str(err).split()) or type(err).__name__
+        if len(detail) > 300:
+            detail = detail[:297] + "..."
+        raise AdaptrlError(f"checkpoint {path} does not fit this run's {algo.name} config: "
+                           f"{detail}") from None
 
 
 def _write_run_record(run_dir: Path, record: dict, config) -> None:
@@ -403,6 +482,26 @@ def _checked_metrics(metrics) -> dict[str, float]:
     return checked
 
 
+def run_hparams(run_dir) -> dict:
+    """A run's hyper-parameters for TensorBoard's HParams tab: config.yaml flattened (algo,
+    family, seed, preset, library version, then every config field); values that are not
+    numbers or text (lists, None) as their text."""
+    record = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text())
+    flat = {k: v for k, v in record.items() if k != "config"}
+    flat.update(record.get("config") or {})
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
+
+
+def write_hparams(writer, hparams: dict, metric_tags) -> None:
+    """Write ``hparams`` into the run's own TensorBoard events (not a sub-run, as
+    ``SummaryWriter.add_hparams`` would), with ``metric_tags`` (scalar tags) as its metrics."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    summaries = hparams_summaries(hparams, {tag: 0.0 for tag in metric_tags})
+    for summary in summaries:  # experiment, session start, session end
+        writer._get_file_writer().add_summary(summary)
+
+
 def _return_key(metrics: dict) -> str | None:
     """The metric to show in the progress bar: 'return', else the first containing 'return'."""
     if "return" in metrics:
@@ -414,7 +513,8 @@ def _return_key(metrics: dict) -> str | None:
 class _Trainer:
     """One training session in a locked run folder, fresh (``payload`` None) or resumed."""
 
-    def __init__(self, run_dir, algo_cls, family, config, seed, payload, progress):
+    def __init__(self, run_dir, algo_cls, family, config, seed, payload, progress,
+                 payload_path=None):
         self.run_dir, self.config, self.seed, self.progress = run_dir, config, seed, progress
         torch.manual_seed(seed)  # network initialisation inside the constructor
         self.algo = algo_cls(family, config, LocalSampler(family))
@@ -424,44 +524,50 @@ class _Trainer:
             self.start, self.elapsed_before = 0, 0.0
             self.log = MetricsLog.restore(metrics_path, [], 0)
         else:
-            self.algo.load_state_dict(payload["algorithm"])
-            self.rng.bit_generator.state = payload["numpy_rng"]
-            torch.set_rng_state(payload["torch_rng"])
+            _load_state(self.algo, payload, payload_path, self.rng)
             if payload.get("torch_cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(payload["torch_cuda_rng"])
             self.start, self.elapsed_before = payload["iteration"], payload["elapsed_s"]
             self.log = MetricsLog.restore(metrics_path, payload["metrics_columns"],
                                           payload["metrics_rows"])
         self.algo.iteration = self.start
+        # the iteration of the newest checkpoint of this run (None: none yet)
+        self.checkpointed = self.start if payload is not None else None
 
     def run(self) -> None:
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
-        from tqdm import tqdm
 
         config, algo = self.config, self.algo
         # purge_step hides events a killed session logged after this session's checkpoint
         writer = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=self.start + 1)
-        bar = tqdm(total=config.iterations, initial=self.start, unit="it", dynamic_ncols=True,
-                   desc=f"{algo.name} {algo.family.name}", file=sys.stderr,
-                   disable=None if self.progress else True)
+        bar = progress_bar(config.iterations, f"{algo.name} {algo.family.name}", self.progress,
+                           initial=self.start)
         # without a terminal (CI logs, `| tee`) the bar is off: report at each checkpoint instead
-        plain = self.progress and not sys.stderr.isatty()
+        plain = shows_plain_lines(self.progress)
         session_start = time.perf_counter()
+        refused_in_a_row = 0
         try:
             for iteration in range(self.start + 1, config.iterations + 1):
                 algo.clock.take()  # phases of this iteration only
                 step_start = time.perf_counter()
-                metrics = _checked_metrics(algo.train_step(self.rng))
+                metrics, refusal = self._guarded_step()
                 now = time.perf_counter()
                 algo.iteration = iteration
                 step_s = now - step_start
                 timing = timing_metrics(algo.clock.take(), step_s, algo.phases)
                 elapsed = self.elapsed_before + now - session_start
-                self.log.append({"iteration": iteration, **metrics, **timing,
-                                 "step_s": step_s, "elapsed_s": elapsed})
-                for key, value in {**metrics, **timing}.items():
+                refused_in_a_row = 0 if refusal is None else refused_in_a_row + 1
+                if refusal is not None or REFUSED_COLUMN in self.log.columns:
+                    metrics[REFUSED_COLUMN] = float(refusal is not None)
+                row = {"iteration": iteration, **metrics, **timing,
+                       "step_s": step_s, "elapsed_s": elapsed}
+                self.log.append(row)
+                if refusal is not None:
+                    self._refused(iteration, refusal, refused_in_a_row)
+                if iteration == self.start + 1:  # once a session, naming this row's tags
+                    write_hparams(writer, run_hparams(self.run_dir), list(row)[1:])
+                for key, value in list(row.items())[1:]:  # the metrics.csv names, as tags
                     writer.add_scalar(key, value, iteration)
-                writer.add_scalar("time/step_s", step_s, iteration)
                 shown = _return_key(metrics)
                 if shown is not None and math.isfinite(metrics[shown]):
                     bar.set_postfix({shown: f"{metrics[shown]:.4g}"}, refresh=False)
@@ -475,6 +581,43 @@ class _Trainer:
             bar.close()
             writer.close()
 
+    def _guarded_step(self) -> tuple[dict[str, float], NonFiniteError | None]:
+        """One ``train_step``: its metrics and None, or ``({}, the error)`` when it was refused:
+        it raised `NonFiniteError` (non-finite sampled data or a replay insert, caught where it
+        entered) or left a NaN or infinity in a network, optimizer state or learned tensor
+        (`MetaAlgorithm.trainables`). A refused iteration's updates are undone (the trainables
+        are restored from a snapshot taken before it) and its metrics dropped; the data it had
+        already stored, all finite, is kept."""
+        algo = self.algo
+        snapshot = TrainableSnapshot(algo.trainables())
+        try:
+            metrics = _checked_metrics(algo.train_step(self.rng))
+            broken = first_nonfinite(algo.trainables())
+            if broken is not None:
+                raise NonFiniteError(broken, "the update")
+        except NonFiniteError as err:
+            snapshot.restore()
+            return {}, err
+        return metrics, None
+
+    def _refused(self, iteration: int, error: NonFiniteError, in_a_row: int) -> None:
+        """Say that ``iteration`` was refused (one line on stderr); stop the run with an
+        `AdaptrlError` naming what, where and the last good checkpoint after `max_refusals`
+        refused iterations in a row."""
+        limit = self.config.max_refusals
+        where = f"{self.algo.name} {self.algo.family.name}"
+        if in_a_row < limit:
+            print(f"{where}: iteration {iteration} refused and undone ({error}); {in_a_row} of "
+                  f"max_refusals={limit} in a row", file=sys.stderr, flush=True)
+            return
+        good = latest_checkpoint(self.run_dir / CHECKPOINT_DIR)
+        good = ("none yet" if good is None or self.checkpointed is None
+                else f"{good} (iteration {self.checkpointed})")
+        raise AdaptrlError(
+            f"{where}: stopped at iteration {iteration} after {in_a_row} iterations in a row "
+            f"refused for non-finite values (max_refusals={limit}); the last: {error}; last good "
+            f"checkpoint: {good}")
+
     def _report(self, iteration: int, metrics: dict, elapsed: float, session_s: float) -> None:
         """One progress line: iteration, the return metric, elapsed time and ETA."""
         done = iteration - self.start
@@ -487,6 +630,7 @@ class _Trainer:
 
     def _checkpoint(self, iteration: int, elapsed: float) -> None:
         self.log.sync()
+        self.checkpointed = iteration
         payload = {
             "algo": self.algo.name, "family": self.algo.family.name, "seed": self.seed,
             "iteration": iteration, "elapsed_s": elapsed,

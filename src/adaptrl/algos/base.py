@@ -8,7 +8,12 @@ Every method is a `MetaAlgorithm` subclass with a typed `Config` dataclass and f
   using ``config.fast_batch`` episodes per task); methods adapt incrementally, so the budgets
   0,1,2,3 cost three steps, not six.
 * ``state_dict()`` / ``load_state_dict(state)``: everything needed to resume exactly (networks,
-  optimizer states, baselines, counters). The runner saves its own RNG state beside it.
+  optimizer states, baselines, counters) as tensors and plain Python values, no NumPy arrays
+  (checkpoints open with ``torch.load(weights_only=True)``, `adaptrl.checkpoint`). The runner
+  saves its own RNG state beside it.
+
+Optionally, ``adapt_from(episodes, rng) -> Adapted`` adapts to the tasks of episodes the caller
+recorded (the Python API's ``method.adapt(episodes=...)``); by default a method refuses.
 
 A method receives its `Sampler` (the local lock-step backend by default) and samples through
 `MetaAlgorithm.rollout`; it marks other phases of an iteration with ``with self.phase(name):``.
@@ -27,9 +32,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from ..errors import AdaptrlError
-from ..options import check_ranges, option
+from ..options import Activation, check_ranges, option
+from ..resources import episode_bytes, mlp_parameters
 from ..sampling import Episodes, LocalSampler, Policy, Sampler
 from ..tasks import TaskFamily
 from ..timing import PhaseClock
@@ -39,15 +46,22 @@ from ..timing import PhaseClock
 class BaseConfig:
     """Fields every method has. Subclasses add their own (flat, typed, each with help)."""
 
-    iterations: int = option(100, "meta-training iterations", ge=1)
+    unused_fields: ClassVar[dict[str, str]] = {}
+    """Inherited fields this method ignores, with the reason: ``--set`` and presets that set
+    one are refused (`adaptrl.config`), so a setting never silently does nothing."""
+
+    iterations: int = option(100, "meta-training iterations", ge=1, le=10**8)
     checkpoint_every: int = option(10, "write a checkpoint every k iterations (and at the end)",
-                                   ge=1)
-    meta_batch: int = option(20, "tasks per meta-iteration", ge=1)
-    fast_batch: int = option(20, "episodes per task for each adaptation step", ge=1)
-    horizon: int = option(0, "episode length; 0 means the family's horizon", ge=0)
+                                   ge=1, le=10**8)
+    max_refusals: int = option(5, "stop the run after this many consecutive iterations refused "
+                               "for a NaN or infinity (in sampled data or an update)", ge=1,
+                               le=10**6)
+    meta_batch: int = option(20, "tasks per meta-iteration", ge=1, le=10**6)
+    fast_batch: int = option(20, "episodes per task for each adaptation step", ge=1, le=10**6)
+    horizon: int = option(0, "episode length; 0 means the family's horizon", ge=0, le=10**7)
     hidden_sizes: list = option([100, 100], "policy hidden layer widths", item_ge=1,
                                 nonempty=True)
-    activation: str = option("relu", "policy activation: relu, tanh or elu")
+    activation: Activation = option("relu", "policy activation: relu, tanh or elu")
     gamma: float = option(0.99, "discount", gt=0, le=1)
     gae_lambda: float = option(1.0, "GAE λ (1.0: Monte-Carlo returns minus baseline, as MAML)",
                                ge=0, le=1)
@@ -107,6 +121,21 @@ class MetaAlgorithm:
     def horizon(self) -> int:
         return self.config.horizon or self.family.horizon
 
+    @classmethod
+    def memory_estimate(cls, config, family: TaskFamily) -> dict[str, int]:
+        """Lower bounds of the memory a run needs, ``{what: bytes}``, checked against the
+        machine before a run folder is created (`adaptrl.resources`). Default: one batch of
+        ``meta_batch × fast_batch`` episodes, and the policy for every task of a batch with its
+        gradients and optimizer state; methods with buffers add theirs."""
+        T, N = config.meta_batch, config.fast_batch
+        H = config.horizon or family.horizon
+        weights = mlp_parameters(family.obs_dim, config.hidden_sizes, 2 * family.act_dim)
+        return {
+            f"a batch of meta_batch × fast_batch × horizon = {T}×{N}×{H} steps":
+                episode_bytes(T, N, H, family.obs_dim, family.act_dim),
+            f"the policy (hidden_sizes {list(config.hidden_sizes)}) for {T} tasks":
+                4 * weights * (T + 3)}
+
     def phase(self, name: str):
         """``with self.phase(name):`` charges the block's wall time to ``time/<name>_s``."""
         return self.clock.phase(name)
@@ -117,8 +146,24 @@ class MetaAlgorithm:
         of ``tasks [T, k]`` at the method's horizon, through the method's sampler (the phase
         ``sample``)."""
         with self.phase("sample"):
-            return self.sampler.sample(policy, tasks, rng, episodes or self.config.fast_batch,
-                                       horizon=self.horizon, trial_episodes=trial_episodes)
+            batch = self.sampler.sample(policy, tasks, rng, episodes or self.config.fast_batch,
+                                        horizon=self.horizon, trial_episodes=trial_episodes)
+        return batch.check_finite("sampled episodes")  # NaN/inf enter no method's data
+
+    def trainables(self) -> dict[str, object]:
+        """What an iteration's updates change in place, by name: networks (``nn.Module``),
+        optimizers and loose tensors (a learned log α). The runner snapshots them before each
+        iteration and restores them when it refuses one (`adaptrl.optim.TrainableSnapshot`),
+        so none ever keeps a NaN or infinity. Default: the method's attributes of those kinds,
+        and those of attributes that have their own ``trainables()`` (a SAC learner), under
+        ``name.inner``."""
+        found: dict[str, object] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, (torch.nn.Module, torch.optim.Optimizer, torch.Tensor)):
+                found[name] = value
+            elif callable(getattr(value, "trainables", None)):
+                found.update({f"{name}.{k}": v for k, v in value.trainables().items()})
+        return found
 
     def train_step(self, rng: np.random.Generator) -> dict[str, float]:
         raise NotImplementedError
@@ -126,6 +171,13 @@ class MetaAlgorithm:
     def adapt(self, tasks: np.ndarray, budgets: list[int], rng: np.random.Generator
               ) -> list[Adapted]:
         raise NotImplementedError
+
+    def adapt_from(self, episodes: Episodes, rng: np.random.Generator) -> Adapted:
+        """Adapt to the T tasks of ``episodes [T, N, L]``, transitions the caller recorded (in
+        the environment's action units), without sampling. ``episodes.tasks`` holds ψ, or NaN
+        where it is unknown. Methods that adapt only from episodes they collect refuse."""
+        raise AdaptrlError(f"{self.name} adapts only from episodes it collects itself: call "
+                           f"adapt() with a budget instead of passing recorded episodes")
 
     def state_dict(self) -> dict:
         raise NotImplementedError

@@ -48,25 +48,25 @@ from .offpolicy import OffPolicyConfig, OffPolicyMethod
 @dataclass
 class FLAPConfig(OffPolicyConfig):
     collect_episodes: int = option(5, "episodes per collecting task and iteration, each task "
-                                      "acting with its own head", ge=1)
+                                      "acting with its own head", ge=1, le=10**6)
     adapter_hidden: list = option([256, 256], "hidden widths of the adapter's per-transition "
                                   "network", item_ge=1, nonempty=True)
     adapter_decoder: list[int] = option([], "hidden widths of the adapter's decoder after "
                                         "averaging (empty: the mean of per-transition "
                                         "predictions, FLAP's rule)", item_ge=1)
-    adapter_lr: float = option(3e-4, "Adam learning rate of the adapter", gt=0)
+    adapter_lr: float = option(3e-4, "Adam learning rate of the adapter", gt=0, le=1)
     adapter_batch: int = option(64, "transitions per task whose mean prediction is regressed "
-                                    "onto the task's head in each adapter step", ge=1)
+                                    "onto the task's head in each adapter step", ge=1, le=10**6)
     adapt_transitions: int = option(0, "meta-test: predict the head from only the first k "
-                                       "context transitions (0: all of them)", ge=0)
+                                       "context transitions (0: all of them)", ge=0, le=10**10)
     adapter_data: Literal["explore", "replay"] = option(
         "explore", "adapter training contexts: 'explore' = episodes collected the way meta-test "
         "collects them (context_rounds rounds: the mean head, then predicted heads); 'replay' = "
         "the task's own replay data (collected by its own head)")
     context_rounds: int = option(1, "explore: context rounds (fast_batch episodes each) per "
-                                    "collecting task and iteration", ge=1)
+                                    "collecting task and iteration", ge=1, le=10**4)
     context_capacity: int = option(10_000, "explore: transitions kept per task for contexts",
-                                   ge=1)
+                                   ge=1, le=10**10)
 
 
 class FLAP(OffPolicyMethod):

@@ -49,7 +49,7 @@ from .pg import PGConfig, PolicyGradientMethod, episode_metrics, trpo_metrics
 @dataclass
 class MAMLConfig(PGConfig):
     inner_steps: int = option(1, "adaptation steps during meta-training", ge=1,
-                              message="{name} must be ≥ 1 for MAML, got {value}")
+                              le=1000, message="{name} must be in [1, 1000] for MAML, got {value}")
     first_order: bool = option(False, "FOMAML: treat the inner update's Jacobian as identity")
     meta_update: Literal["auto", "autograd"] = option(
         "auto", "meta-update derivatives: 'auto' = by hand for the MLP policy, autograd for "

@@ -10,6 +10,7 @@ batched call); then move the initialisation toward the adapted parameters,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -19,9 +20,15 @@ from .pg import PGConfig, PolicyGradientMethod, episode_metrics
 
 @dataclass
 class ReptileConfig(PGConfig):
+    unused_fields: ClassVar[dict[str, str]] = {
+        **{name: "Reptile takes no TRPO step" for name in (
+            "max_kl", "cg_iters", "cg_damping", "ls_backtrack_ratio", "ls_max_steps",
+            "cg_subsample")},
+        "inner_steps": "Reptile takes reptile_steps steps per task"}
+
     reptile_steps: int = option(3, "k: policy-gradient steps per task in each meta-iteration",
-                                ge=1)
-    meta_lr: float = option(1.0, "ε: step toward the mean adapted parameters", gt=0)
+                                ge=1, le=1000)
+    meta_lr: float = option(1.0, "ε: step toward the mean adapted parameters", gt=0, le=100)
 
 
 class Reptile(PolicyGradientMethod):

@@ -31,9 +31,12 @@ from ..tasks import get_family
 from .report_common import (
     MAX_ANNOTATED_CELLS,
     CompareEntry,
+    add_legend,
     budget_unit,
     format_number,
     grid_layout,
+    legend_labels,
+    method_styles,
     same_tasks,
     save_png,
 )
@@ -70,9 +73,10 @@ def format_worst_gap_table(entries: list[CompareEntry], split: str) -> str | Non
 
 
 def plot_worst_gap(entries: list[CompareEntry], split: str, path) -> Path | None:
-    """G_n^max vs the budget n, one line per run with gaps (the gap mean dotted in the same
-    colour); None (nothing written) when no run has an oracle. Runs whose budgets count
-    different things are drawn against adaptation samples per task."""
+    """G_n^max vs the budget n, one line per run with gaps in its method's colour (the gap
+    mean dotted in the same colour; the legend names each run once and each line style once);
+    None (nothing written) when no run has an oracle. Runs whose budgets count different
+    things are drawn against adaptation samples per task."""
     with_gaps = [e for e in entries if _has_gaps(e)]
     if not with_gaps:
         return None
@@ -80,6 +84,7 @@ def plot_worst_gap(entries: list[CompareEntry], split: str, path) -> Path | None
     by_samples = len(units) > 1
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
+    styles, labels = method_styles(entries), legend_labels(entries)
     for i, e in enumerate(entries):
         if not _has_gaps(e):
             continue
@@ -88,15 +93,24 @@ def plot_worst_gap(entries: list[CompareEntry], split: str, path) -> Path | None
             x = np.asarray([t["samples"] for t in result["tasks"]], dtype=np.float64).mean(0)
         else:
             x = np.asarray(result["steps"], dtype=np.float64)
-        color = f"C{i % 10}"
-        ax.plot(x, result["summary"]["gap_max"], marker="o", color=color, label=e.label)
-        ax.plot(x, result["summary"]["gap_mean"], linestyle=":", color=color, linewidth=1,
-                label=f"{e.label}: mean")
-    ax.set_xlabel("adaptation samples per task" if by_samples else units.pop())
-    ax.set_ylabel("worst-case gap G_n^max")
-    ax.set_title(f"{entries[0].result['family']} ({split}): worst-case sub-optimality gap")
+        color = styles[i]["color"]
+        ax.plot(x, np.asarray(result["summary"]["gap_max"], dtype=np.float64),
+                marker=styles[i]["marker"], color=color, label=labels[i], zorder=3)
+        ax.plot(x, np.asarray(result["summary"]["gap_mean"], dtype=np.float64), linestyle=":",
+                color=color, linewidth=1, zorder=2)
+    # the two line styles, once, in a neutral colour
+    ax.plot([], [], color="0.3", marker="o", label="worst task (solid)")
+    ax.plot([], [], color="0.3", linestyle=":", linewidth=1, label="mean over tasks (dotted)")
+    if by_samples:
+        ax.set_xlabel("adaptation samples per task")
+    else:
+        ax.set_xlabel(units.pop())
+        ax.set_xticks(sorted({int(n) for e in with_gaps for n in e.result["steps"]}))
+    ax.set_ylabel("gap to the oracle, A* − Aₙ")
+    ax.set_title(f"{entries[0].result['family']} ({split}): sub-optimality gap, worst task "
+                 "and mean")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    add_legend(ax)
     return save_png(fig, path)
 
 
@@ -204,13 +218,17 @@ def read_visited_tasks(run_dir) -> dict:
     config = run_dir / "config.yaml"
     if config.is_file():
         try:
-            record = yaml.safe_load(config.read_text()) or {}
-        except yaml.YAMLError:
+            record = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, ValueError):  # ValueError: not UTF-8
             record = {}
         if isinstance(record, dict):
             algo, family = str(record.get("algo", algo)), record.get("family")
-    with open(metrics, newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(metrics, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise AdaptrlError(f"{metrics} is not a CSV text file ({' '.join(str(err).split())})"
+                           ) from None
     if not rows:
         raise AdaptrlError(f"{metrics} is empty")
     header, body = rows[0], [r for r in rows[1:] if len(r) == len(rows[0])]
@@ -233,8 +251,12 @@ def read_visited_tasks(run_dir) -> dict:
             values = [float(row[j]) for j in index]
         except ValueError:  # empty cell: the iteration logged no task
             continue
+        try:
+            iterations.append(int(float(row[it_col])) if it_col is not None else i + 1)
+        except (ValueError, OverflowError):
+            raise AdaptrlError(f"{metrics}: row {i + 1} has iteration {row[it_col]!r}, not a "
+                               f"number") from None
         tasks.append(values)
-        iterations.append(int(float(row[it_col])) if it_col is not None else i + 1)
     if not tasks:
         raise AdaptrlError(f"run {run_dir}: metrics.csv has task columns but no values")
     return {"algo": algo, "family": family, "param_names": names, "iterations": iterations,

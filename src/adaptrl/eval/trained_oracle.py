@@ -50,7 +50,8 @@ from .. import __version__
 from ..errors import AdaptrlError
 from ..nets import GaussianMLPPolicy, Params
 from ..optim import TRPOOptions, estimate_advantages, per_task_trpo_step
-from ..options import check_ranges, option
+from ..options import Activation, check_ranges, option
+from ..progress import progress_bar
 from ..sampling import LocalSampler, Sampler
 from ..tasks import REGISTRY, TaskFamily, get_family
 from .oracles import ORACLES, Oracle, register_oracle
@@ -66,17 +67,17 @@ class OracleTrainingConfig(TRPOOptions):
     """How each task's oracle policy is trained (per-task TRPO on the real environment; the
     TRPO step's fields come from `TRPOOptions`, listed first)."""
 
-    iterations: int = option(200, "TRPO iterations per task", ge=1)
-    episodes: int = option(10, "real episodes per task per iteration", ge=1)
+    iterations: int = option(200, "TRPO iterations per task", ge=1, le=10**6)
+    episodes: int = option(10, "real episodes per task per iteration", ge=1, le=10**6)
     eval_episodes: int = option(20, "fresh episodes per task measuring A*(ψ) after training",
-                                ge=1)
+                                ge=1, le=10**6)
     hidden_sizes: list = option([64, 64], "policy hidden layer widths", item_ge=1,
                                 nonempty=True)
-    activation: str = option("tanh", "policy activation: relu, tanh or elu")
-    init_log_std: float = option(0.0, "initial log standard deviation of the policy")
+    activation: Activation = option("tanh", "policy activation: relu, tanh or elu")
+    init_log_std: float = option(0.0, "initial log standard deviation of the policy", ge=-10, le=3)
     gamma: float = option(0.99, "discount", gt=0, le=1)
     gae_lambda: float = option(0.97, "GAE λ", ge=0, le=1)
-    seed: int = option(0, "training seed (policy initialisations, episodes)")
+    seed: int = option(0, "training seed (policy initialisations, episodes)", ge=0, le=2**32 - 1)
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value (every field's declared range);
@@ -305,7 +306,8 @@ def build_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig,
                  horizon: int | None = None, cache: OracleCache | None = None,
                  force: bool = False, log=sys.stderr) -> tuple[Path, dict, bool]:
     """Train (unless an entry with these exact tasks, horizon and settings is cached and not
-    ``force``) and store; returns ``(path, entry, trained)``."""
+    ``force``) and store; returns ``(path, entry, trained)``. Progress goes to ``log`` (None:
+    none): a bar when it is a terminal, else a line every tenth of the iterations."""
     family = get_family(family)
     current = ORACLES.get(family.name)
     if current is not None and current.kind == "analytic":
@@ -324,11 +326,17 @@ def build_oracle(family: TaskFamily | str, tasks, config: OracleTrainingConfig,
                 return path, entry, False
     start = time.perf_counter()
     every = max(1, config.iterations // 10)
+    as_bar = log is not None and getattr(log, "isatty", lambda: False)()
+    bar = progress_bar(config.iterations, f"oracle {family.name} ({len(tasks)} tasks)", as_bar)
 
     def progress(it, returns):
-        if log is not None and (it % every == 0 or it == config.iterations):
+        if as_bar:
+            bar.set_postfix_str(f"mean return {returns.mean():.1f}", refresh=False)
+            bar.update(1)
+        elif log is not None and (it % every == 0 or it == config.iterations):
             print(format_progress(it, config.iterations, returns, time.perf_counter() - start),
                   file=log, flush=True)
 
-    entry = train_oracle(family, tasks, config, H, progress)
+    with bar:
+        entry = train_oracle(family, tasks, config, H, progress)
     return cache.save(entry), entry, True

@@ -52,19 +52,19 @@ class PPOOptions:
     OpenAI Baselines' ``ppo2`` (the paper's Atari settings are c₁ = 1, c₂ = 0.01).
     """
 
-    ppo_epochs: int = option(10, "PPO epochs (passes over the batch) per update", ge=1)
+    ppo_epochs: int = option(10, "PPO epochs (passes over the batch) per update", ge=1, le=10**4)
     minibatches: int = option(4, "minibatches per PPO epoch, each a set of whole trials "
-                                 "(rows of [T, N]); at most the number of rows", ge=1)
+                                 "(rows of [T, N]); at most the number of rows", ge=1, le=10**6)
     clip: float = option(0.2, "PPO clipping range ε: the ratio is clipped to [1 − ε, 1 + ε]",
                          gt=0, lt=1)
     lr: float = option(3e-4, "Adam learning rate of the PPO optimiser (`ppo_optimizer`)",
-                       positive=True)
-    value_coef: float = option(0.5, "weight c₁ of the value loss (V − V_targ)²", ge=0)
-    entropy_coef: float = option(0.0, "weight c₂ of the entropy bonus", ge=0)
+                       positive=True, le=1)
+    value_coef: float = option(0.5, "weight c₁ of the value loss (V − V_targ)²", ge=0, le=1e4)
+    entropy_coef: float = option(0.0, "weight c₂ of the entropy bonus", ge=0, le=1e4)
     max_grad_norm: float = option(0.5, "clip the global gradient norm to this (0: no clipping)",
-                                  ge=0)
+                                  ge=0, le=1e6)
     target_kl: float = option(0.0, "stop the PPO epochs early once the approximate KL of a "
-                                   "minibatch exceeds this (0: never)", ge=0)
+                                   "minibatch exceeds this (0: never)", ge=0, le=1e3)
     normalize_advantages: bool = option(True, "centre and scale the advantages of each PPO "
                                               "minibatch over its valid steps")
     clip_value: bool = option(False, "clip the value change to ±ε around the old values "

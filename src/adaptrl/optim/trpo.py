@@ -54,11 +54,11 @@ class TRPOOptions:
     (`PGConfig`, `AdMRLConfig`, `OracleTrainingConfig` inherit these fields); their ranges are
     checked by the inheriting config's ``validate()`` (`adaptrl.options.check_ranges`)."""
 
-    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)", gt=0)
-    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step", ge=1)
-    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product", ge=0)
+    max_kl: float = option(0.01, "TRPO trust region δ (mean KL)", gt=0, le=10)
+    cg_iters: int = option(10, "conjugate-gradient iterations of each TRPO step", ge=1, le=10**4)
+    cg_damping: float = option(1e-5, "damping added to the Fisher-vector product", ge=0, le=1e6)
     ls_backtrack_ratio: float = option(0.8, "line-search shrink factor", gt=0, lt=1)
-    ls_max_steps: int = option(15, "line-search trials before the step is refused", ge=1)
+    ls_max_steps: int = option(15, "line-search trials before the step is refused", ge=1, le=1000)
 
     def trpo_kwargs(self) -> dict:
         """The keyword arguments of `trpo_step` (and of ``per_task_trpo_step``) that these
