@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HalfCheetah-Vel results for FLAP, PEARL and MAML: in-distribution and out-of-distribution
-# returns after adaptation, and the adaptation-latency benchmark (the README's tables).
+# returns after adaptation, and the adaptation-latency benchmark (the tables in docs/results.md).
 #
 #   scripts/cheetah_vel_results.sh [OUT_DIR]          (default runs/cheetah-vel)
 #

@@ -135,7 +135,7 @@ def test_eval_json_has_every_key_with_lists_aligned_with_steps(point_nav, tmp_pa
     assert read_eval_json(path) == data
 
 
-def test_ci95_is_196_std_over_sqrt_tasks(tmp_path):
+def test_ci95_is_student_t_std_over_sqrt_tasks(tmp_path):
     family = get_family("point-nav")
     algo = NoisyDummy(family, NoisyDummy.Config())
     tasks = tasks_for_split(family, "test", 7, np.random.default_rng(3))
@@ -144,7 +144,8 @@ def test_ci95_is_196_std_over_sqrt_tasks(tmp_path):
     oracle = np.array([t["oracle"] for t in result["tasks"]])
     s = result["summary"]
     assert s["mean"] == pytest.approx(returns.mean(0).tolist())
-    by_hand = [1.96 * np.std(returns[:, b], ddof=1) / math.sqrt(7) for b in range(2)]
+    t_975_6 = 2.446912  # Student's t, 0.975 quantile, 6 degrees of freedom (7 tasks)
+    by_hand = [t_975_6 * np.std(returns[:, b], ddof=1) / math.sqrt(7) for b in range(2)]
     assert s["ci95"] == pytest.approx(by_hand)
     assert min(s["ci95"]) > 0
     gap = oracle[:, None] - returns

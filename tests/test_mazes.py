@@ -339,7 +339,7 @@ def test_maze_metrics_of_hand_made_trials():
     assert m["steps_successful"] == pytest.approx([2.5, 7 / 3])
     assert m["return"] == pytest.approx([(0.97 + 0.98 - 0.04) / 3, (0.98 + 0.96 + 0.99) / 3])
     assert m["improved_trials"] == 2 and m["improved"] == 0.5 and m["improved_strictly"] == 0.5
-    assert m["steps_ci95"][0] == pytest.approx(1.96 * 1.0 / np.sqrt(3))
+    assert m["steps_ci95"][0] == pytest.approx(4.302653 * 1.0 / np.sqrt(3))  # t_{0.975, 2}
     one = maze_metrics(episodes.per_episode())  # one-episode trials: no improvement measure
     assert one["improved"] is None and one["improved_strictly"] is None
     assert one["improved_trials"] == 0 and one["trials"] == 6

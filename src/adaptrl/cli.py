@@ -17,6 +17,9 @@
                       [--num-tasks 40] [--only a,b] [--out DIR]
 
 Mistakes in names or arguments print one line that lists the valid choices, and exit with 2.
+`adaptrl` alone prints the commands, `adaptrl --version` the version; `python -m adaptrl` is the
+same. The long commands (train, eval, compare, oracle, bench) report progress on stderr unless
+--no-progress. Building the parser imports no torch, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -25,15 +28,43 @@ import argparse
 import json
 import sys
 
+from . import __version__
 from .errors import AdaptrlError
-from .runner import configure_threads
+from .names import ALGORITHM_NAMES, FAMILY_NAMES
+
+# Only light modules at the top: `adaptrl --help` must not import torch (each command imports
+# what it needs).
+
+
+def configure_threads() -> int:
+    """`adaptrl.runner.configure_threads`, imported when a command starts computing."""
+    from .runner import configure_threads as configure
+
+    return configure()
+
+
+NO_PROGRESS_HELP = ("no progress on stderr (shown as a bar on a terminal, as occasional lines "
+                    "otherwise for train and oracle)")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line naming the valid choices, not a usage dump."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help text wrapped between words only: names like ``cheetah-vel-hard`` stay whole."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def _positive_int(text: str) -> int:
@@ -43,6 +74,38 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _refuse_sizes(command: str, memory: dict[str, int], work: tuple[str, int] | None = None
+                  ) -> None:
+    """One line before any work when the sizes asked for cannot fit this machine's memory
+    (the largest part, the estimate, the memory) or would plan an absurd amount of work."""
+    from .resources import memory_refusal, work_refusal
+
+    reason = memory_refusal(memory) or (work_refusal(*work) if work else None)
+    if reason is not None:
+        raise AdaptrlError(f"{command}: {reason}")
+
+
+def _check_output(path, what: str, folder: bool) -> None:
+    """An `AdaptrlError` when ``path`` cannot be written as a file (or made a folder)."""
+    from .atomic import output_problem
+
+    if path is not None and (problem := output_problem(path, folder=folder)) is not None:
+        raise AdaptrlError(f"{what} {path}: {problem}")
+
+
+def _seed_arg(text: str) -> int:
+    from .options import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed: an integer in [0, {MAX_SEED}], "
+                                         f"got '{text}'")
     return value
 
 
@@ -83,20 +146,23 @@ def _add_train_parser(sub) -> None:
         description="Meta-train ALGO on FAMILY. The run folder holds config.yaml, metrics.csv, "
                     "TensorBoard events (tb/) and checkpoints/; `--resume` continues it exactly. "
                     "`adaptrl train ALGO --list-options` lists the config fields for --set.")
-    train.add_argument("algo", type=_algo_arg, metavar="ALGO")
-    train.add_argument("family", type=_family_arg, metavar="FAMILY", nargs="?")
+    train.add_argument("algo", type=_algo_arg, metavar="ALGO",
+                       help="the method: " + ", ".join(ALGORITHM_NAMES))
+    train.add_argument("family", type=_family_arg, metavar="FAMILY", nargs="?",
+                       help="the task family (`adaptrl envs` describes them): "
+                            + ", ".join(FAMILY_NAMES))
     train.add_argument("--preset", default=None,
                        help="a named preset of ALGO (see --list-options) or a .yaml file")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="overrides", help="override one config field (repeatable)")
-    train.add_argument("--seed", type=int, default=None,
+    train.add_argument("--seed", type=_seed_arg, default=None,
                        help="run seed (0; when resuming, the run's own)")
     train.add_argument("--out", default=None,
                        help="run folder (runs/<algo>-<family>-s<seed>)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in the folder from its latest checkpoint; "
                             "--set iterations=N extends it")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     train.add_argument("--list-options", action="store_true",
                        help="print ALGO's config fields (with --preset/--set applied) and exit")
 
@@ -132,13 +198,18 @@ def _add_eval_parsers(sub) -> None:
                          "paper preset)")
     ev.add_argument("--episodes", type=_positive_int, default=20,
                     help="fresh episodes per task after adapting (20)")
-    ev.add_argument("--seed", type=int, default=0,
+    ev.add_argument("--seed", type=_seed_arg, default=0,
                     help="evaluation seed: the same seed gives every run the same tasks (0)")
     ev.add_argument("--num-tasks", type=_positive_int, default=40,
                     help="tasks for the test, boundary and ood splits (40)")
     ev.add_argument("--per-dim", type=_grid_counts, default=None,
                     help="grid points per parameter, or one count per parameter like 4,4,3 "
                          "(default: 6 for 1-D/2-D families, 4 for 3-D, ant-3d 4,4,3)")
+    ev.add_argument("--video", action="store_true",
+                    help="also write a GIF per budget of the adapted policy on the first 3 "
+                         "tasks, side by side (RUN_DIR/eval/<split>/videos/n<budget>.gif; "
+                         "headless MuJoCo renders with MUJOCO_GL=egl)")
+    ev.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     base = sub.add_parser("baselines", help="the classical baselines of a black-box family "
                           "(bandits, tabular MDPs) in trials; one eval.json per baseline")
@@ -151,7 +222,7 @@ def _add_eval_parsers(sub) -> None:
                            "tabular MDPs (10)")
     base.add_argument("--episodes", type=_positive_int, default=20,
                       help="trials per task (20)")
-    base.add_argument("--seed", type=int, default=0, help="evaluation seed (0)")
+    base.add_argument("--seed", type=_seed_arg, default=0, help="evaluation seed (0)")
     base.add_argument("--num-tasks", type=_positive_int, default=40, help="tasks (40)")
     base.add_argument("--only", default=None,
                       help="a comma-separated subset of the baselines (default: all)")
@@ -168,11 +239,19 @@ def _add_eval_parsers(sub) -> None:
     cmp.add_argument("--out", default=None,
                      help="folder for compare.md and compare.png "
                           "(<common parent of the runs>/compare-<split>)")
+    cmp.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="adaptrl", description="Meta-reinforcement learning: adaptrl.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+    parser = _Parser(
+        prog="adaptrl",
+        description="Meta-reinforcement learning: meta-train a method on a family of tasks, "
+                    "then measure how well it adapts to new ones from a few samples.",
+        epilog="`adaptrl COMMAND --help` describes one command. A first run: "
+               "adaptrl train maml point-nav --preset demo; adaptrl eval runs/maml-point-nav-s0")
+    parser.add_argument("--version", action="version", version=f"adaptrl {__version__}")
+    # without a command, main() prints this help (the list of commands)
+    sub = parser.add_subparsers(dest="command", required=False, metavar="COMMAND",
                                 parser_class=_Parser)
 
     envs = sub.add_parser("envs", help="list the task families")
@@ -192,10 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--repeats", type=_positive_int, default=1, help="batches timed (1)")
     sampler.add_argument("--threads", type=_positive_int, default=None,
                          help="MuJoCo rollout threads (one per core)")
-    sampler.add_argument("--seed", type=int, default=0)
+    sampler.add_argument("--seed", type=_seed_arg, default=0)
     sampler.add_argument("--recurrent", type=_positive_int, default=None, metavar="WIDTH",
-                         help="also time a GRU policy of this width (RL²'s) on the same batches")
+                         help="also time a GRU policy of this width (RL²'s) on the same batches, "
+                              "and RL²'s PPO update on them")
+    sampler.add_argument("--trial-episodes", type=_positive_int, default=1, metavar="K",
+                         help="episodes per trial (1); --episodes counts trials then")
     sampler.add_argument("--json", action="store_true", help="print JSON")
+    sampler.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     meta = bench_sub.add_parser("meta-step",
                                 help="seconds per meta-iteration: sampling vs meta-update")
@@ -207,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a config field of every method (repeatable)")
     meta.add_argument("--iterations", type=_positive_int, default=1,
                       help="meta-iterations timed per method (1)")
-    meta.add_argument("--seed", type=int, default=0)
+    meta.add_argument("--seed", type=_seed_arg, default=0)
     meta.add_argument("--json", action="store_true", help="print JSON")
+    meta.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     adapt = bench_sub.add_parser(
         "adapt", help="adaptation latency (median/p95 ms per task) and peak memory, same data")
@@ -226,14 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="preset of the methods that have it (default: their defaults)")
     adapt.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config field of every method")
-    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--seed", type=_seed_arg, default=0)
     adapt.add_argument("--json", action="store_true", help="print JSON")
+    adapt.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     norm = sub.add_parser("normalizer",
                           help="recompute the state normalizer shipped for cheetah-highdim")
     norm.add_argument("family", choices=["cheetah-highdim"], metavar="FAMILY")
     norm.add_argument("--episodes", type=_positive_int, default=100)
-    norm.add_argument("--seed", type=int, default=0)
+    norm.add_argument("--seed", type=_seed_arg, default=0)
     norm.add_argument("--out", default=None, help="file to write (the packaged file)")
     _add_eval_parsers(sub)
     _add_train_parser(sub)
@@ -282,19 +367,22 @@ def cmd_bench(args) -> int:
     if args.bench == "adapt":
         from .bench.adapt import bench_adapt, format_adapt
 
-        configure_threads()
         algos = args.algos if isinstance(args.algos, list) else _algo_list(args.algos)
+        _refuse_bench_sizes(args, len(algos) * args.repeats)
+        configure_threads()
         result = bench_adapt(args.family, algos, args.tasks, args.episodes, args.horizon,
-                             args.repeats, args.preset, args.overrides, args.seed)
+                             args.repeats, args.preset, args.overrides, args.seed,
+                             progress=not args.no_progress)
         print(json.dumps(result, indent=1) if args.json else format_adapt(result))
         return 0
     if args.bench == "meta-step":
         from .bench.meta_step import bench_meta_step, format_meta_step
 
-        configure_threads()
         algos = args.algos if isinstance(args.algos, list) else _algo_list(args.algos)
+        _refuse_meta_step_sizes(args, algos)
+        configure_threads()
         result = bench_meta_step(args.family, algos, args.preset, args.overrides,
-                                 args.iterations, args.seed)
+                                 args.iterations, args.seed, progress=not args.no_progress)
         print(json.dumps(result, indent=1) if args.json else format_meta_step(result))
         return 0
 
@@ -307,19 +395,62 @@ def cmd_bench(args) -> int:
     except ValueError:
         raise AdaptrlError(f"--hidden takes positive sizes like 64,64; got '{args.hidden}'") \
             from None
+    _refuse_bench_sizes(args, args.repeats, hidden)
     configure_threads()
     result = bench_sampler(args.family, tasks=args.tasks, episodes=args.episodes,
                            horizon=args.horizon, hidden=hidden, repeats=args.repeats,
                            seed=args.seed, threads=args.threads,
-                           recurrent=args.recurrent or 0)
+                           recurrent=args.recurrent or 0, progress=not args.no_progress,
+                           trial_episodes=args.trial_episodes)
     print(json.dumps(result, indent=1) if args.json else format_result(result))
     return 0
 
 
+def _refuse_bench_sizes(args, batches: int, hidden=()) -> None:
+    """bench sampler / adapt: one batch of --tasks × --episodes × --horizon steps."""
+    from .resources import episode_bytes, mlp_parameters
+    from .tasks import get_family
+
+    family = get_family(args.family)
+    T, N, H = args.tasks, args.episodes, args.horizon or family.horizon
+    sizes = f"--tasks {T} × --episodes {N} × horizon {H} steps"
+    memory = {sizes: episode_bytes(T, N, H, family.obs_dim, family.act_dim)}
+    if hidden:
+        memory[f"--hidden {','.join(map(str, hidden))}"] = 4 * mlp_parameters(
+            family.obs_dim, hidden, 2 * family.act_dim)
+    _refuse_sizes(f"bench {args.bench}", memory, (f"{batches} batches of {sizes}",
+                                                  batches * T * N * H))
+
+
+def _refuse_meta_step_sizes(args, algos) -> None:
+    """bench meta-step: each method's memory estimate, and --iterations of its batches."""
+    from .algos import get_algorithm
+    from .config import make_config
+    from .tasks import get_family
+
+    family = get_family(args.family)
+    for name in algos:
+        algo_cls = get_algorithm(name)
+        config = make_config(algo_cls, args.preset, args.overrides)  # as bench_meta_step
+        H = config.horizon or family.horizon
+        _refuse_sizes(f"bench meta-step {name}", algo_cls.memory_estimate(config, family),
+                      (f"--iterations {args.iterations} of {config.meta_batch}×"
+                       f"{config.fast_batch}×{H} steps",
+                       args.iterations * config.meta_batch * config.fast_batch * H))
+
+
 def cmd_normalizer(args) -> int:
     from .envs.normalizer import DEFAULT_PATH, write_highdim_normalizer
+    from .resources import episode_bytes
+    from .tasks import get_family
 
     path = args.out or DEFAULT_PATH
+    _check_output(path, "--out", folder=False)
+    family = get_family(args.family)
+    sizes = f"--episodes {args.episodes} × horizon {family.horizon} steps"
+    _refuse_sizes("normalizer", {sizes: episode_bytes(1, args.episodes, family.horizon,
+                                                      family.obs_dim, family.act_dim)},
+                  (sizes, args.episodes * family.horizon))
     data = write_highdim_normalizer(path, episodes=args.episodes, seed=args.seed)
     print(f"wrote {path}: mean/std of {data['states']:,} random-policy states")
     return 0
@@ -350,24 +481,51 @@ def cmd_eval(args) -> int:
     # tasks and evaluation draw from separate streams of one seed: every run evaluated with
     # the same seed sees the same tasks, whatever its method consumes
     task_seed, eval_seed = np.random.SeedSequence(args.seed).spawn(2)
+    steps = args.steps if args.steps is not None else list(algo.default_budgets)
+    if args.tasks is None and args.split != "grid":
+        _refuse_eval_sizes(algo, args.num_tasks, args.episodes, steps)
     if args.tasks is not None:
         tasks, split = load_task_file(family, args.tasks), split_name_for_file(args.tasks)
     else:
         split = args.split or "test"
         tasks = tasks_for_split(family, split, args.num_tasks, np.random.default_rng(task_seed),
                                 per_dim=args.per_dim)
+    _refuse_eval_sizes(algo, len(tasks), args.episodes, steps)
+    _check_output(eval_dir(run_dir, split), "evaluation folder", folder=True)
     configure_threads()
-    steps = args.steps if args.steps is not None else list(algo.default_budgets)
     result = evaluate(algo, family, tasks, steps, args.episodes,
-                      np.random.default_rng(eval_seed), split=split, seed=args.seed)
+                      np.random.default_rng(eval_seed), split=split, seed=args.seed,
+                      progress=not args.no_progress)
     result["run"] = {"dir": str(run_dir), "seed": info["seed"],
                      "iteration": info["iteration"], "checkpoint": str(info["checkpoint"])}
     out = eval_dir(run_dir, split)
     paths = {"eval": write_eval_json(result, out / "eval.json"), **write_reports(result, out)}
+    if args.video:  # a third stream of the seed: the evaluation's numbers stay the same
+        from .eval import write_videos
+
+        video_seed = np.random.SeedSequence(args.seed).spawn(3)[2]
+        paths.update(write_videos(algo, family, tasks, steps, np.random.default_rng(video_seed),
+                                  out))
     print(format_table(result))
     for path in paths.values():
         print(f"wrote {path}")
     return 0
+
+
+def _refuse_eval_sizes(algo, num_tasks: int, episodes: int, budgets) -> None:
+    """eval: the fresh episodes after adapting, and the adaptation to the largest budget."""
+    from .resources import episode_bytes
+
+    family, H = algo.family, algo.horizon
+    per_budget = (1 if algo.budget_unit == "real samples"  # budgets count samples
+                  else H * episodes if algo.budget_unit == "episodes in the trial"
+                  else H * algo.config.fast_batch)  # steps or rounds of fast_batch episodes
+    sizes = f"{num_tasks} tasks × --episodes {episodes} × horizon {H} steps"
+    largest = max(budgets, default=0)
+    _refuse_sizes("eval", {sizes: episode_bytes(num_tasks, episodes, H, family.obs_dim,
+                                                family.act_dim)},
+                  (f"adapting {num_tasks} tasks to budget {largest} ({algo.budget_unit})",
+                   num_tasks * (episodes * H + largest * per_budget)))
 
 
 def cmd_baselines(args) -> int:
@@ -382,6 +540,14 @@ def cmd_baselines(args) -> int:
     family = get_family(args.family)
     if not (0.0 <= args.epsilon <= 1.0) or not args.ucb_c >= 0.0:
         raise AdaptrlError("--epsilon must be in [0, 1] and --ucb-c ≥ 0")
+    from .resources import episode_bytes
+
+    T, N, L = args.num_tasks, args.episodes, args.trial_episodes * family.horizon
+    sizes = f"--num-tasks {T} × --episodes {N} × --trial-episodes {args.trial_episodes} steps"
+    _refuse_sizes("baselines", {sizes: episode_bytes(T, N, L, family.obs_dim, family.act_dim)},
+                  (sizes, T * N * L))
+    out = Path(args.out) if args.out else Path("runs") / f"baselines-{family.name}"
+    _check_output(out, "--out", folder=True)
     task_seed, eval_seed = np.random.SeedSequence(args.seed).spawn(2)  # as `adaptrl eval`
     tasks = tasks_for_split(family, args.split, args.num_tasks, np.random.default_rng(task_seed))
     baselines = classical_baselines(family, args.trial_episodes, args.epsilon, args.ucb_c,
@@ -393,7 +559,6 @@ def cmd_baselines(args) -> int:
             raise AdaptrlError(f"unknown baseline(s) {', '.join(unknown) or '(none given)'} for "
                                f"'{family.name}'; known: {', '.join(baselines)}")
         baselines = {name: baselines[name] for name in chosen}
-    out = Path(args.out) if args.out else Path("runs") / f"baselines-{family.name}"
     configure_threads()
     for name, policy in baselines.items():
         result = evaluate_in_trials(policy, name, family, tasks, args.trial_episodes,
@@ -436,7 +601,9 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     from .eval import write_compare
 
-    table, paths = write_compare(args.run_dirs, args.split, args.out)
+    _check_output(args.out, "--out", folder=True)
+    table, paths = write_compare(args.run_dirs, args.split, args.out,
+                                 progress=not args.no_progress)
     print(table)
     for path in paths.values():
         print(f"wrote {path}")
@@ -474,7 +641,7 @@ def _add_oracle_parsers(sub) -> None:
                          "(default: 6 for 1-D/2-D families, 4 for 3-D, ant-3d 4,4,3)")
     orc.add_argument("--num-tasks", type=_positive_int, default=40,
                      help="tasks for the test, boundary and ood splits (40)")
-    orc.add_argument("--seed", type=int, default=0,
+    orc.add_argument("--seed", type=_seed_arg, default=0,
                      help="evaluation seed choosing the tasks, as `adaptrl eval --seed` (0)")
     orc.add_argument("--horizon", type=_positive_int, default=None,
                      help="episode length: the one the runs are evaluated with (the family's)")
@@ -487,11 +654,12 @@ def _add_oracle_parsers(sub) -> None:
     orc.add_argument("--hidden", type=_hidden_arg, default=None,
                      help="policy hidden sizes (64,64)")
     orc.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (0.01)")
-    orc.add_argument("--train-seed", type=int, default=None, help="training seed (0)")
+    orc.add_argument("--train-seed", type=_seed_arg, default=None, help="training seed (0)")
     orc.add_argument("--cache", default=None,
                      help="cache folder ($ADAPTRL_ORACLE_CACHE, else ~/.cache/adaptrl/oracles)")
     orc.add_argument("--force", action="store_true",
                      help="train again even if an entry with these settings is cached")
+    orc.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     plot = sub.add_parser("plot-tasks", help="plot the tasks visited during meta-training "
                           "(metrics.csv task/<param> columns), one panel per run")
@@ -510,6 +678,9 @@ def cmd_oracle(args) -> int:
     from .eval.trained_oracle import OracleCache, OracleTrainingConfig, build_oracle
 
     family = args.family
+    _check_output(args.cache, "--cache", folder=True)
+    if args.tasks is None and args.split not in (None, "grid"):
+        _refuse_oracle_sizes(args, args.num_tasks)
     task_seed, _eval_seed = np.random.SeedSequence(args.seed).spawn(2)  # as `adaptrl eval`
     if args.tasks is not None:
         tasks = load_task_file(family, args.tasks)
@@ -521,10 +692,12 @@ def cmd_oracle(args) -> int:
              "max_kl": args.max_kl, "seed": args.train_seed}
     config = dataclasses.replace(OracleTrainingConfig(),
                                  **{k: v for k, v in given.items() if v is not None})
+    _refuse_oracle_sizes(args, len(tasks), config)
     configure_threads()
     cache = OracleCache(args.cache)
     path, entry, trained = build_oracle(family, tasks, config, args.horizon, cache,
-                                        force=args.force)
+                                        force=args.force,
+                                        log=None if args.no_progress else sys.stderr)
     returns = np.asarray(entry["returns"])
     names = entry["param_names"]
     print(f"{'trained' if trained else 'cached'} oracle for '{entry['family']}': "
@@ -545,6 +718,23 @@ def cmd_oracle(args) -> int:
     return 0
 
 
+def _refuse_oracle_sizes(args, num_tasks: int, config=None) -> None:
+    """oracle: a batch of --episodes per task, and --iterations of them plus the measurement."""
+    from .eval.trained_oracle import OracleTrainingConfig
+    from .resources import episode_bytes
+    from .tasks import get_family
+
+    config = config or OracleTrainingConfig()
+    family = get_family(args.family)
+    H, N = args.horizon or family.horizon, args.episodes or config.episodes
+    iterations = args.iterations or config.iterations
+    sizes = f"{num_tasks} tasks × --episodes {N} × horizon {H} steps"
+    _refuse_sizes("oracle", {sizes: episode_bytes(num_tasks, N, H, family.obs_dim,
+                                                  family.act_dim)},
+                  (f"--iterations {iterations} of {sizes}",
+                   num_tasks * H * (iterations * N + (args.eval_episodes or 0))))
+
+
 def cmd_plot_tasks(args) -> int:
     from pathlib import Path
 
@@ -556,6 +746,7 @@ def cmd_plot_tasks(args) -> int:
             raise AdaptrlError(f"run folder {run_dir} does not exist")
     out = Path(args.out) if args.out else (default_compare_parent(args.run_dirs)
                                            / "visited_tasks.png")
+    _check_output(out, "--out", folder=False)
     for run_dir in args.run_dirs:
         run = read_visited_tasks(run_dir)
         path = " → ".join("(" + ", ".join(f"{v:.2f}" for v in row) + ")"
@@ -571,11 +762,19 @@ COMMANDS.update({"oracle": cmd_oracle, "plot-tasks": cmd_plot_tasks, "baselines"
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `adaptrl` alone: the list of commands
+        parser.print_help()
+        return 0
     try:
         return COMMANDS[args.command](args)
     except AdaptrlError as err:
         print(f"adaptrl: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file the user named cannot be read or written (permissions, ...)
+        where = f" {err.filename}" if err.filename else ""
+        print(f"adaptrl: error: cannot access{where}: {err.strerror or err}", file=sys.stderr)
         return 2
 
 

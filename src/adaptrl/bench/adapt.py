@@ -34,6 +34,7 @@ from ..algos.pg import PolicyGradientMethod
 from ..config import make_config, preset_path
 from ..envs import action_bounds
 from ..errors import AdaptrlError
+from ..progress import progress_bar
 from ..sampling import LocalSampler, UniformPolicy
 from ..tasks import get_family
 
@@ -101,8 +102,10 @@ def _config(cls, preset, overrides):
 
 def bench_adapt(family: str, algos=("flap", "pearl", "maml"), tasks: int = 20,
                 episodes: int = 1, horizon: int | None = None, repeats: int = 5,
-                preset: str | None = None, overrides=(), seed: int = 0) -> dict:
-    """Adaptation latency and peak memory of each method on the same data (module docstring).
+                preset: str | None = None, overrides=(), seed: int = 0,
+                progress: bool = False) -> dict:
+    """Adaptation latency and peak memory of each method on the same data (module docstring);
+    ``progress``: a bar over the methods on stderr.
 
     Returns ``{"family", "tasks", "episodes", "horizon", "samples_per_task", "torch_threads",
     "methods": {name: {"median_ms", "p95_ms", "batched_ms_per_task", "peak_mb"}},
@@ -121,7 +124,9 @@ def bench_adapt(family: str, algos=("flap", "pearl", "maml"), tasks: int = 20,
               "horizon": horizon, "samples_per_task": int(data.mask[0].sum()),
               "repeats": repeats, "torch_threads": torch.get_num_threads(), "preset": preset,
               "methods": {}}
+    bar = progress_bar(len(algos), f"bench adapt {fam.name}", progress, unit="method")
     for name in algos:
+        bar.set_postfix_str(name, refresh=True)
         cls = get_algorithm(name)
         torch.manual_seed(seed)
         method = cls(fam, _config(cls, preset, overrides))
@@ -145,6 +150,8 @@ def bench_adapt(family: str, algos=("flap", "pearl", "maml"), tasks: int = 20,
         result["methods"][cls.name] = {
             "median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
             "batched_ms_per_task": batched_ms, "peak_mb": peak_mb}
+        bar.update(1)
+    bar.close()
     methods = result["methods"]
     gradient = [n for n in methods if issubclass(get_algorithm(n), PolicyGradientMethod)]
     context = [n for n in methods if issubclass(get_algorithm(n), OffPolicyMethod)]

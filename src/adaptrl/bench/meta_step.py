@@ -10,22 +10,27 @@ import torch
 from ..algos import get_algorithm
 from ..config import make_config
 from ..envs import make_batch_env
+from ..progress import progress_bar
 from ..tasks import get_family
 
 
 def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="locomotion",
-                    overrides=(), iterations: int = 1, seed: int = 0) -> dict:
+                    overrides=(), iterations: int = 1, seed: int = 0,
+                    progress: bool = False) -> dict:
     """Time ``iterations`` meta-iterations of each method in this process (after building its
     environments, which are reused across iterations), split into the time spent in the method's
     sampler (its ``sample`` phase) and the rest (the meta-update). Returns per method
     ``sample_s``, ``update_s``, ``total_s`` (means over iterations), ``raw_sim_s``
     (`raw_simulation_seconds` for the method's batch, measured here) and ``total_over_raw_sim``
     (None where the simulator's share is under 1%); when both ran, ``maml_over_fomaml_update``.
+    ``progress``: a bar over the methods' iterations on stderr.
     """
     fam = get_family(family)
     results: dict = {"family": fam.name, "preset": preset, "iterations": iterations,
                      "torch_threads": torch.get_num_threads(), "methods": {}}
+    bar = progress_bar(len(algos) * iterations, f"bench meta-step {fam.name}", progress)
     for name in algos:
+        bar.set_postfix_str(name, refresh=True)
         cls = get_algorithm(name)
         config = make_config(cls, preset, overrides)
         torch.manual_seed(seed)
@@ -45,6 +50,7 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
             metrics = algo.train_step(rng)
             total = time.perf_counter() - start
             rows.append((algo.clock.take().get("sample", 0.0), total))
+            bar.update(1)
         sample_s = float(np.mean([r[0] for r in rows]))
         total_s = float(np.mean([r[1] for r in rows]))
         results["methods"][name] = {"sample_s": sample_s, "update_s": total_s - sample_s,
@@ -56,6 +62,7 @@ def bench_meta_step(family: str, algos=("maml", "fomaml", "reptile"), preset="lo
                                                            if raw_sim_s >= 0.01 * total_s
                                                            else None),
                                     "return": float(metrics.get("return", float("nan")))}
+    bar.close()
     methods = results["methods"]
     if "maml" in methods and "fomaml" in methods and methods["fomaml"]["update_s"] > 0:
         results["maml_over_fomaml_update"] = (methods["maml"]["update_s"]

@@ -36,6 +36,7 @@ from .trained_oracle import (
     build_oracle,
     train_oracle,
 )
+from .video import find_videos, write_videos
 
 __all__ = [
     "ORACLES", "Oracle", "SPLITS", "check_steps", "default_per_dim", "eval_dir", "evaluate",
@@ -44,4 +45,5 @@ __all__ = [
     "read_eval_json", "register_oracle", "split_name_for_file", "summarize", "tasks_for_split",
     "write_compare", "write_eval_json", "write_reports",
     "OracleCache", "OracleTrainingConfig", "build_oracle", "train_oracle",
+    "find_videos", "write_videos",
 ]

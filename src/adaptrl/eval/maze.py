@@ -9,21 +9,19 @@ trials. Numbers of the top-down mazes are not comparable with those first-person
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..sampling import Episodes
+from .stats import ci95_half_width
 
 
 def _mean_ci(values: torch.Tensor) -> tuple[float | None, float | None]:
-    """Mean and half-width of its normal 95 % interval (None for no values)."""
-    n = values.numel()
-    if n == 0:
+    """Mean and half-width of its 95 % interval (Student's t; 0 for one value, None for
+    none)."""
+    if values.numel() == 0:
         return None, None
     values = values.double()
-    half = 1.96 * float(values.std()) / math.sqrt(n) if n > 1 else 0.0
-    return float(values.mean()), half
+    return float(values.mean()), ci95_half_width(values.numpy()) or 0.0
 
 
 def maze_metrics(episodes: Episodes) -> dict:

@@ -10,7 +10,7 @@ One run (`write_reports`, next to its ``eval.json``):
 Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and compare.png
 (every run's adaptation curve on one plot); with an oracle also the worst-case gap table (in
 compare.md), compare_worst_gap.png and, for a shared 2-D grid, compare_heatmaps.png (see
-`adaptrl.eval.gap_report`).
+`adaptrl.eval.gap_report`); compare.md links the runs' videos (`adaptrl eval --video`).
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas), never pyplot's global state, so
 they work headless and in threads.
@@ -18,6 +18,7 @@ they work headless and in threads.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -25,23 +26,34 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import AdaptrlError
+from ..progress import progress_bar
 from .gap_report import write_worst_case
 from .protocol import eval_dir, read_eval_json, write_file
 from .report_common import (
     MAX_ANNOTATED_CELLS,
+    ORACLE_EXTRA_DASHES,
+    ORACLE_STYLE,
     CompareEntry,
+    add_legend,
     budget_unit,
+    draw_band,
     format_number,
     grid_layout,
+    legend_labels,
+    method_styles,
     same_tasks,
     save_png,
 )
+from .video import video_links
 
 
 def _budget_stats(result: dict, key: str) -> list[float]:
-    """Mean over tasks of a per-task list aligned with steps (adapt_ms, samples)."""
-    values = np.asarray([task[key] for task in result["tasks"]], dtype=np.float64)  # [T, B]
-    return values.mean(0).tolist()
+    """Mean over tasks of a per-task list aligned with steps (adapt_ms, samples), without the
+    ``nonfinite_tasks`` (as the summary)."""
+    broken = set(result.get("nonfinite_tasks", ()))
+    values = np.asarray([task[key] for i, task in enumerate(result["tasks"]) if i not in broken],
+                        dtype=np.float64).reshape(-1, len(result["steps"]))  # [T, B]
+    return values.mean(0).tolist() if len(values) else [math.nan] * len(result["steps"])
 
 
 # ─── one run ─────────────────────────────────────────────────────────────────────────────────
@@ -66,16 +78,23 @@ def format_table(result: dict) -> str:
         gap_max = None if s["gap_max"] is None else s["gap_max"][b]
         lines.append(f"| {n} | {ret} | {format_number(gap_mean)} | {format_number(gap_max)} | "
                      f"{format_number(s['oracle_mean'])} | {ms[b]:.1f} | {samples[b]:.0f} |")
+    broken = result.get("nonfinite_tasks") or []
+    if broken:
+        shown = "; ".join(f"task {i} ψ={result['tasks'][i]['params']}" for i in broken[:5])
+        lines += ["", f"Non-finite: {len(broken)} of {len(result['tasks'])} tasks met a NaN or "
+                      f"infinity in adaptation or returns and are left out of the means "
+                      f"({shown}{'; ...' if len(broken) > 5 else ''})."]
     return "\n".join(lines) + "\n"
 
 
 def plot_curve(result: dict, path) -> Path:
     """Adaptation curve of one evaluation: mean return ± ci95 vs adaptation steps, with the
-    oracle's mean return as a dashed line."""
+    oracle's mean return as a neutral dashed line."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     kind = result.get("oracle_kind")
-    _draw_curve(ax, result, label=result["algo"], color="C0",
+    _draw_curve(ax, result, label=result["algo"], color=method_styles(
+                    [CompareEntry(result["algo"], Path(), result)])[0]["color"],
                 oracle_label=f"oracle ({kind})" if kind else "oracle")
     ax.set_title(f"{result['algo']} on {result['family']} ({result['split']}, "
                  f"{len(result['tasks'])} tasks)")
@@ -83,20 +102,22 @@ def plot_curve(result: dict, path) -> Path:
     return save_png(fig, path)
 
 
-def _draw_curve(ax, result: dict, label: str, color: str, oracle_label: str = "oracle",
-                by_samples: bool = False) -> None:
-    """Mean return vs budget (or vs adaptation samples per task) with its ci95 band, and the
-    oracle mean dashed (if any)."""
+def _draw_curve(ax, result: dict, label: str, color, oracle_label: str = "oracle",
+                by_samples: bool = False, marker: str = "o", oracle_dashes=None) -> None:
+    """Mean return vs budget (or vs adaptation samples per task) in the method's colour with
+    its ci95 band, and the oracle mean as a neutral dashed line (if any; ``oracle_dashes``
+    another neutral dash pattern)."""
     steps = np.asarray(_budget_stats(result, "samples") if by_samples else result["steps"])
     s = result["summary"]
     mean = np.asarray(s["mean"], dtype=np.float64)
-    ax.plot(steps, mean, marker="o", color=color, label=label)
+    ax.plot(steps, mean, marker=marker, color=color, label=label, zorder=3)
     if all(c is not None for c in s["ci95"]):
         ci = np.asarray(s["ci95"], dtype=np.float64)
-        ax.fill_between(steps, mean - ci, mean + ci, color=color, alpha=0.2, linewidth=0)
+        draw_band(ax, steps, mean - ci, mean + ci, color)
     if s["oracle_mean"] is not None:
-        ax.axhline(s["oracle_mean"], color=color, linestyle="--", linewidth=1.2,
-                   label=oracle_label)
+        style = ORACLE_STYLE if oracle_dashes is None else {**ORACLE_STYLE,
+                                                            "linestyle": oracle_dashes}
+        ax.axhline(s["oracle_mean"], label=oracle_label, **style)
 
 
 def _finish_curve_axes(ax, steps, unit: str = "adaptation steps") -> None:
@@ -105,7 +126,7 @@ def _finish_curve_axes(ax, steps, unit: str = "adaptation steps") -> None:
     if unit != "adaptation samples per task":
         ax.set_xticks(sorted(set(int(n) for n in steps)))
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    add_legend(ax)
 
 
 def plot_gap_heatmap(result: dict, path) -> Path | None:
@@ -239,8 +260,9 @@ def format_compare_table(entries: list[CompareEntry], split: str) -> str:
 
 
 def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
-    """Every run's adaptation curve (mean ± ci95) on one plot; the oracle dashed, once when
-    the runs share it, else once per run. Runs whose budgets count different things (steps,
+    """Every run's adaptation curve (mean ± ci95) on one plot, one colour per method; the
+    oracle neutral and dashed, once when the runs share it, else once per run (its own dash
+    pattern). Runs whose budgets count different things (steps,
     context rounds, real samples) are drawn against adaptation samples per task."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
@@ -249,15 +271,20 @@ def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
     shared = bool(known) and len(known) == len(oracles) and bool(np.allclose(known, known[0]))
     units = {budget_unit(e.result) for e in entries}
     by_samples = len(units) > 1
+    styles, labels = method_styles(entries), legend_labels(entries)
+    dashes = iter([ORACLE_STYLE["linestyle"], *ORACLE_EXTRA_DASHES] * len(entries))
     for i, e in enumerate(entries):
         result = e.result
         if shared and i > 0:
             result = _without_oracle(result)
         kind = result.get("oracle_kind")
         name = f"{kind} oracle" if kind else "oracle"  # not to be confused with an 'oracle' run
-        oracle_label = name if shared else f"{e.label}: {name}"
-        _draw_curve(ax, result, label=e.label, color=f"C{i % 10}", oracle_label=oracle_label,
-                    by_samples=by_samples)
+        oracle_label = name if shared else f"{name} of {labels[i]}"
+        _draw_curve(ax, result, label=labels[i], color=styles[i]["color"],
+                    oracle_label=oracle_label, by_samples=by_samples,
+                    marker=styles[i]["marker"],
+                    oracle_dashes=None if result["summary"]["oracle_mean"] is None
+                    else next(dashes))
     ax.set_title(f"{entries[0].result['family']} ({split})")
     _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]],
                        "adaptation samples per task" if by_samples else units.pop())
@@ -269,15 +296,27 @@ def _without_oracle(result: dict) -> dict:
     return dict(result, summary=summary)
 
 
-def write_compare(run_dirs, split: str, out_dir=None) -> tuple[str, dict[str, Path]]:
+def write_compare(run_dirs, split: str, out_dir=None, progress: bool = False
+                  ) -> tuple[str, dict[str, Path]]:
     """Compare runs on ``split``: write compare.md and compare.png into ``out_dir`` (default
-    `default_compare_dir`); returns the table and ``{"table": ..., "plot": ...}``."""
-    entries = load_compare_entries(run_dirs, split)
-    out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
-    table = format_compare_table(entries, split)
-    worst_table, worst_paths = write_worst_case(entries, split, out_dir)
-    if worst_table is not None:  # with gaps: the worst-case table follows the returns table
-        table = table + "\n" + worst_table
-    paths = {"table": write_file(out_dir / "compare.md", table.encode()),
-             "plot": plot_compare(entries, split, out_dir / "compare.png"), **worst_paths}
+    `default_compare_dir`); returns the table and ``{"table": ..., "plot": ...}``.
+    ``progress``: a bar over the stages (read, worst case, plot) on stderr."""
+    with progress_bar(3, f"compare {split}", progress, unit="stage") as bar:
+        bar.set_postfix_str(f"reading {len(run_dirs)} evaluations", refresh=True)
+        entries = load_compare_entries(run_dirs, split)
+        out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
+        table = format_compare_table(entries, split)
+        bar.update(1)
+        bar.set_postfix_str("worst case", refresh=True)
+        worst_table, worst_paths = write_worst_case(entries, split, out_dir)
+        if worst_table is not None:  # with gaps: the worst-case table follows the returns table
+            table = table + "\n" + worst_table
+        videos = video_links(entries, split, out_dir)  # `adaptrl eval --video` files, if any
+        if videos is not None:
+            table = table + "\n" + videos
+        bar.update(1)
+        bar.set_postfix_str("plot", refresh=True)
+        paths = {"table": write_file(out_dir / "compare.md", table.encode()),
+                 "plot": plot_compare(entries, split, out_dir / "compare.png"), **worst_paths}
+        bar.update(1)
     return table, paths
