@@ -8,6 +8,7 @@ import torch
 
 from adaptrl.errors import AdaptrlError
 from adaptrl.eval import evaluate
+from adaptrl.nets import GaussianGRUPolicy
 from adaptrl.nets.snail import SNAILActor, SNAILPolicy, tc_depth
 from adaptrl.runner import load_run, train
 from adaptrl.sampling import ContinueTrial, LocalSampler
@@ -156,6 +157,21 @@ def test_masked_steps_full_pass_equals_the_held_cached_steps(head):
             for key in ("keys", "values"):
                 torch.testing.assert_close(state[key][i, :, :c], carried[key][i, 0, :, :c],
                                            atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("network", ["snail", "gru"])
+def test_states_after_several_budgets_equal_one_state_after_each(network):
+    T, N, L = 2, 3, 24
+    inputs = _random_inputs(T, N, L, 3, 4)
+    torch.manual_seed(0)
+    net = _net(3, 4, L) if network == "snail" else GaussianGRUPolicy(3, 4, 16)
+    lasts = [torch.tensor([3, 7]), torch.tensor([11, 2]), torch.tensor([23, 23])]
+    with torch.no_grad():
+        together = net.states_after(inputs, lasts)
+        alone = [net.state_after(inputs, last) for last in lasts]
+    for a, b in zip(together, alone):
+        for x, y in zip(*(s.values() if isinstance(s, dict) else [s] for s in (a, b))):
+            assert torch.equal(x, y)
 
 
 def test_inputs_at_held_steps_change_no_other_output():

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ import torch
 from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy
 from ..nets.snail import SNAILPolicy
 from ..optim.ppo import PPOOptions, ppo_optimizer, ppo_update, select_rows
+from ..resources import episode_bytes
 from ..sampling import ContinueTrial, Episodes
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
 
@@ -44,10 +45,13 @@ from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
 class RL2Config(PPOOptions, BaseConfig):
     """RL² settings; the PPO fields come from `PPOOptions`."""
 
+    unused_fields: ClassVar[dict[str, str]] = {
+        "activation": "the GRU and SNAIL networks have their own nonlinearities"}
+
     iterations: int = option(500, "meta-training iterations")
     meta_batch: int = option(32, "tasks per meta-iteration")
     fast_batch: int = option(4, "trials per task per meta-iteration")
-    trial_episodes: int = option(2, "episodes per trial (the memory spans them)", ge=1)
+    trial_episodes: int = option(2, "episodes per trial (the memory spans them)", ge=1, le=10**5)
     network: Literal["gru", "snail"] = option(
         "gru", "the policy network: a GRU (RL²) or SNAIL's temporal convolutions and attention "
         "over the trial (Mishra et al. 2018; adaptrl.nets.snail)")
@@ -55,14 +59,14 @@ class RL2Config(PPOOptions, BaseConfig):
                                 "used 256)")
     gamma: float = option(0.99, "discount over the whole trial", gt=0, le=1)
     gae_lambda: float = option(0.3, "GAE λ over the trial (RL²'s bandit setting)", ge=0, le=1)
-    init_log_std: float = option(0.0, "initial log-std of a Gaussian head")
-    minibatches: int = option(4, "PPO minibatches of whole trials per epoch", ge=1)
-    ppo_epochs: int = option(4, "PPO epochs per meta-iteration", ge=1)
-    entropy_coef: float = option(0.01, "PPO entropy bonus weight", ge=0)
+    init_log_std: float = option(0.0, "initial log-std of a Gaussian head", ge=-10, le=3)
+    minibatches: int = option(4, "PPO minibatches of whole trials per epoch", ge=1, le=10**6)
+    ppo_epochs: int = option(4, "PPO epochs per meta-iteration", ge=1, le=10**4)
+    entropy_coef: float = option(0.01, "PPO entropy bonus weight", ge=0, le=1e4)
     reward_scale: float = option(1.0, "rewards are multiplied by this for the value targets and "
                                       "advantages (the policy still reads the raw reward); "
                                       "keeps the value loss from swamping the shared network "
-                                      "when trial returns are large", gt=0)
+                                      "when trial returns are large", gt=0, le=1e6)
 
 
 class RL2(MetaAlgorithm):
@@ -70,6 +74,15 @@ class RL2(MetaAlgorithm):
     Config = RL2Config
     budget_unit = "episodes in the trial"
     discrete_actions = (False, True)
+
+    @classmethod
+    def memory_estimate(cls, config, family) -> dict[str, int]:
+        """A batch of meta_batch × fast_batch trials of trial_episodes episodes."""
+        T, N, k = config.meta_batch, config.fast_batch, config.trial_episodes
+        H = config.horizon or family.horizon
+        return {f"a batch of meta_batch × fast_batch × trial_episodes × horizon = "
+                f"{T}×{N}×{k}×{H} steps":
+                    episode_bytes(T, N, k * H, family.obs_dim, family.act_dim)}
 
     @property
     def default_budgets(self) -> tuple[int, ...]:
@@ -98,6 +111,13 @@ class RL2(MetaAlgorithm):
         tasks = self.family.sample(cfg.meta_batch, rng)
         trials = self.rollout(self.policy.actor(), tasks, rng, cfg.fast_batch,
                               trial_episodes=cfg.trial_episodes)
+        metrics = self.update(trials, rng)
+        metrics.update(trial_metrics(trials))
+        return metrics
+
+    def update(self, trials: Episodes, rng) -> dict[str, float]:
+        """PPO on a batch of trials sampled with the current policy (GAE over each trial)."""
+        cfg = self.config
         inputs = self.policy.inputs(trials.obs, trials)
         with torch.no_grad():
             old_log_prob, _, values = self.policy.evaluate(inputs, trials.actions)
@@ -113,11 +133,9 @@ class RL2(MetaAlgorithm):
             return log_prob, row_values, entropy
 
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        metrics = ppo_update(loss_terms, self.optimizer, trials.mask, advantages,
-                             generator=generator, options=cfg, returns=returns,
-                             old_log_prob=old_log_prob)
-        metrics.update(trial_metrics(trials))
-        return metrics
+        return ppo_update(loss_terms, self.optimizer, trials.mask, advantages,
+                          generator=generator, options=cfg, returns=returns,
+                          old_log_prob=old_log_prob)
 
     # ── meta-test: the memory adapts ──
     def adapt(self, tasks, budgets, rng):
@@ -132,13 +150,14 @@ class RL2(MetaAlgorithm):
             trial = self.rollout(actor, tasks, rng, 1, trial_episodes=budgets[-1])
             inputs = self.policy.inputs(trial.obs, trial)
             mask, H, rows = trial.mask[:, 0], trial.episode_horizon, torch.arange(T)
+            positive = [b for b in budgets if b > 0]
+            # the last step taken in episode n (an episode that ended early holds it)
+            lasts = [(n - 1) * H + (mask[:, (n - 1) * H:n * H] * torch.arange(H)).argmax(-1)
+                     for n in positive]
+            with torch.no_grad():  # one pass over the trial serves every budget
+                states = self.policy.states_after(inputs, lasts)
             seconds = time.perf_counter() - start
-            for n in (b for b in budgets if b > 0):
-                # the last step taken in episode n (an episode that ended early holds it)
-                slot = mask[:, (n - 1) * H:n * H]
-                last = (n - 1) * H + (slot * torch.arange(H)).argmax(-1)
-                with torch.no_grad():
-                    state = self.policy.state_after(inputs, last)
+            for n, last, state in zip(positive, lasts, states):
                 policy = ContinueTrial(actor, state, trial.actions[rows, 0, last],
                                        trial.rewards[rows, 0, last], torch.ones(T))
                 results[n] = Adapted(policy, mask[:, :n * H].sum(-1).numpy(), seconds)

@@ -8,7 +8,10 @@ import time
 import numpy as np
 import torch
 
-from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy, GaussianMLPPolicy
+from ..algos import get_algorithm
+from ..config import make_config
+from ..nets import GaussianMLPPolicy
+from ..progress import progress_bar
 from ..sampling import LocalSampler
 from ..tasks import get_family
 
@@ -39,11 +42,14 @@ def raw_mj_step_rate(family, steps: int, seed: int = 0) -> float:
 
 def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int | None = None,
                   hidden=(100, 100), repeats: int = 1, seed: int = 0,
-                  threads: int | None = None, recurrent: int = 0) -> dict:
+                  threads: int | None = None, recurrent: int = 0,
+                  progress: bool = False, trial_episodes: int = 1) -> dict:
     """Time ``repeats`` full sampler batches (policy inference and rewards included) and a raw
     single-thread physics loop on the same model, in this process. ``recurrent`` > 0 also times
     the same batches with a recurrent policy (a GRU of that width, RL²'s inputs: its state and
-    the previous action/reward/done bookkeeping), alternating with the memoryless one."""
+    the previous action/reward/done bookkeeping), alternating with the memoryless one.
+    ``progress``: a bar over the timed batches on stderr. ``trial_episodes`` > 1: each of the
+    ``episodes`` rows is a trial of that many episodes (the recurrent state spans it)."""
     fam = get_family(family)
     horizon = int(horizon or fam.horizon)
     sampler = LocalSampler(fam, threads=threads)
@@ -54,26 +60,39 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
     # warm-up: a short batch so that first-call costs (thread pools, allocations) are not timed
     sampler.sample(actor, fam.sample(2, rng), rng, 2, horizon=2)
     env = sampler.environments(tasks, episodes)  # built outside the timed region
-    gru = None
-    if recurrent:
-        net = (CategoricalGRUPolicy(fam.obs_dim, fam.act_dim, recurrent) if fam.discrete_actions
-               else GaussianGRUPolicy(fam.obs_dim, fam.act_dim, recurrent))
-        gru = net.actor()
+    gru = rl2 = None
+    if recurrent:  # RL²'s network (GRU + value head) and its PPO update
+        cls = get_algorithm("rl2")
+        rl2 = cls(fam, make_config(cls, None, [f"hidden_sizes=[{recurrent}]",
+                                               f"trial_episodes={trial_episodes}",
+                                               f"horizon={horizon}"]), sampler)
+        gru = rl2.policy.actor()
         sampler.sample(gru, fam.sample(2, rng), rng, 2, horizon=2)
     steps, seconds, gru_steps, gru_seconds = 0, 0.0, 0, 0.0
+    bar = progress_bar(repeats, f"bench sampler {fam.name}", progress, unit="batch")
     for _ in range(repeats):
         start = time.perf_counter()
-        episodes_ = sampler.sample(actor, task_set, rng, episodes, horizon=horizon)
+        episodes_ = sampler.sample(actor, task_set, rng, episodes, horizon=horizon,
+                                   trial_episodes=trial_episodes)
         seconds += time.perf_counter() - start
         steps += episodes_.num_steps
         if gru is not None:
             start = time.perf_counter()
-            episodes_ = sampler.sample(gru, task_set, rng, episodes, horizon=horizon)
+            episodes_ = sampler.sample(gru, task_set, rng, episodes, horizon=horizon,
+                                       trial_episodes=trial_episodes)
             gru_seconds += time.perf_counter() - start
             gru_steps += episodes_.num_steps
+        bar.update(1)
+    bar.close()
+    ppo_s = None
+    if rl2 is not None:  # one PPO update (RL²'s epochs × minibatches) on the last GRU batch
+        start = time.perf_counter()
+        rl2.update(episodes_, rng)
+        ppo_s = (time.perf_counter() - start) * 100_000 / episodes_.num_steps
     rate = steps / seconds
     result = {
         "family": fam.name, "tasks": tasks, "episodes": episodes, "horizon": horizon,
+        "trial_episodes": trial_episodes,
         "policy": f"{'x'.join(map(str, hidden))} relu", "steps": steps, "seconds": seconds,
         "steps_per_s": rate, "raw_steps_per_s": None, "ratio": None,
         "mujoco_threads": getattr(env, "threads", None),
@@ -81,6 +100,9 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
         "recurrent_policy": f"GRU {recurrent}" if recurrent else None,
         "recurrent_steps_per_s": gru_steps / gru_seconds if recurrent else None,
         "recurrent_over_memoryless": gru_steps / gru_seconds / rate if recurrent else None,
+        "ppo_update_s_per_100k_steps": ppo_s,
+        "ppo_update": (f"{rl2.config.ppo_epochs} epochs x {rl2.config.minibatches} minibatches"
+                       if rl2 is not None else None),
     }
     if env.__class__.__name__ == "MujocoBatchEnv":
         raw = raw_mj_step_rate(fam, min(steps, 20_000), seed)
@@ -91,8 +113,10 @@ def bench_sampler(family: str, tasks: int = 40, episodes: int = 20, horizon: int
 
 def format_result(r: dict) -> str:
     lines = [
-        f"sampler  {r['family']}: {r['tasks']} tasks x {r['episodes']} episodes x "
-        f"H={r['horizon']}, policy {r['policy']}, mujoco threads {r['mujoco_threads']}, "
+        f"sampler  {r['family']}: {r['tasks']} tasks x {r['episodes']} "
+        + (f"trials of {r['trial_episodes']} episodes" if r.get("trial_episodes", 1) > 1
+           else "episodes") + f" x H={r['horizon']}, "
+        f"policy {r['policy']}, mujoco threads {r['mujoco_threads']}, "
         f"torch threads {r['torch_threads']}",
         f"  sampler (policy + rewards included): {r['steps_per_s']:>10,.0f} env-steps/s "
         f"({r['steps']:,} steps in {r['seconds']:.2f} s)",
@@ -107,4 +131,7 @@ def format_result(r: dict) -> str:
         lines.append(f"  sampler, {r['recurrent_policy']} policy:       "
                      f"{r['recurrent_steps_per_s']:>10,.0f} env-steps/s "
                      f"({r['recurrent_over_memoryless']:.2f}x the memoryless policy's)")
+    if r.get("ppo_update_s_per_100k_steps") is not None:
+        lines.append(f"  RL² PPO update ({r['ppo_update']}):  "
+                     f"{r['ppo_update_s_per_100k_steps']:>10.2f} s per 100k env-steps")
     return "\n".join(lines)

@@ -140,8 +140,13 @@ class GRUPolicy(ActionHead, nn.Module):
     def state_after(self, inputs: tuple, last: torch.Tensor, params: Params | None = None):
         """The actor's state ``[T, hidden]`` after step ``last[i]`` of row ``(i, 0)`` of a batch
         of trials (its first row per task), as the sampler would have carried it."""
+        return self.states_after(inputs, [last], params)[0]
+
+    def states_after(self, inputs: tuple, lasts: list, params: Params | None = None) -> list:
+        """`state_after` for several ``last`` vectors from one unroll."""
         states = self.unroll(inputs, params)[:, 0]
-        return states[torch.arange(states.shape[0]), last]
+        rows = torch.arange(states.shape[0])
+        return [states[rows, last] for last in lasts]
 
     def forward(self, inputs: tuple, params: Params | None = None):
         """The head's output ``[T, N, L, act_dim]`` (mean or logits) and the log-std

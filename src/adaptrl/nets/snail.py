@@ -304,11 +304,18 @@ class SNAILPolicy(ActionHead, nn.Module):
         """The actor's state (the cache, leading dim ``[T]``) after step ``last[i]`` of row
         ``(i, 0)`` of a batch of trials (its first row per task), as the sampler would have
         carried it: the taken steps up to ``last[i]``, in order, and their count."""
+        return self.states_after(inputs, [last], params)[0]
+
+    def states_after(self, inputs: tuple, lasts: list, params: Params | None = None) -> list:
+        """`state_after` for several ``last`` vectors from one pass over the trials."""
         params = self.params() if params is None else params
         obs, prev_action, prev_reward, prev_done, mask = (x[:, 0] for x in inputs)
         x = self.step_inputs(obs, prev_action, prev_reward, prev_done)
-        T, L = mask.shape
         f, keys, values = self._sequence(x, mask, params)
+        return [self._cache_after(f, keys, values, mask, last) for last in lasts]
+
+    def _cache_after(self, f, keys, values, mask, last) -> dict:
+        T, L = mask.shape
         t = torch.arange(L)
         kept = (mask > 0) & (t[None] <= torch.as_tensor(last).reshape(T, 1))
         count = kept.sum(1)
