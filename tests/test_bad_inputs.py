@@ -6,7 +6,9 @@ trained run folder, copies of it made bad in one way, task and preset files) as 
 Classes: impossible config values (NaN/inf, out of range, unknown choices, fields a method does
 not use); sizes that cannot fit memory or would plan endless work; ordinary mistakes (negative
 seeds, output paths that are a folder or inside a file, files that are not UTF-8, huge integers,
-checkpoints that do not fit the run's config or hold the wrong types).
+checkpoints that do not fit the run's config or hold the wrong types); non-finite numbers in
+files (task files, checkpoint weights); a run killed during its first checkpoint write. NaN/inf
+during training is `tests/test_nonfinite.py`, kills at any moment `tests/test_kill_resume.py`.
 """
 
 from __future__ import annotations
@@ -113,7 +115,26 @@ def ws(tmp_path_factory):
     }
     for name, change in bad_payloads.items():
         copy(name, lambda r, change=change: _rewrite_checkpoint(r, change))
+    # non-finite values in files: task files, and weights adaptrl would never have written
+    (root / "nan-task.json").write_text("[[NaN, 0.0]]")
+    (root / "inf-task.json").write_text("[[0.1, -Infinity]]")
+    for name, value in (("nan-weights", math.nan), ("inf-weights", math.inf)):
+        copy(name, lambda r, value=value: _rewrite_checkpoint(r, lambda p: _poison(p, value)))
+    # a run killed while writing its first checkpoint: only a stale temporary is left
+    copy("killed-first-write", lambda r: (shutil.rmtree(r / "checkpoints"),
+                                          (r / "checkpoints").mkdir(),
+                                          (r / "checkpoints" / ".tmp-latest.pt.x1")
+                                          .write_bytes(b"PK\x03\x04partial")))
     return root
+
+
+def _poison(payload, value):
+    *parents, last = _first_tensor_path(payload["algorithm"])
+    node = payload["algorithm"]
+    for key in parents:
+        node = node[key]
+    node[last] = node[last].clone()
+    node[last].view(-1)[0] = value
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -230,6 +251,16 @@ MISTAKE_CASES = [
       for name in ("size-mismatch", "missing-key", "algorithm-str", "iteration-str",
                    "torch-rng-list", "numpy-rng-str", "numpy-rng-bad", "columns-int",
                    "no-algorithm")],
+    # non-finite numbers in files (class 1 at the file boundary)
+    ("eval {ws}/run --tasks {ws}/nan-task.json", "must be finite"),
+    ("eval {ws}/run --tasks {ws}/inf-task.json", "must be finite"),
+    ("oracle point-nav --tasks {ws}/nan-task.json", "must be finite"),
+    ("eval {ws}/nan-weights", "NaN or infinity"),
+    ("eval {ws}/inf-weights", "NaN or infinity"),
+    ("train maml point-nav --out {ws}/nan-weights --resume --set iterations=3", "NaN or infinity"),
+    # a kill during the first checkpoint write (class 5): nothing to evaluate or compare yet
+    ("eval {ws}/killed-first-write", "no checkpoint yet"),
+    ("compare {ws}/killed-first-write", "no evaluation"),
     # the other commands' ordinary mistakes
     ("envs --bogus", "--bogus"),
     ("compare {ws}/run", "no evaluation"),

@@ -345,7 +345,8 @@ _PAYLOAD_TYPES = {
 def _load_state(algo, payload: dict, path, rng: np.random.Generator | None = None) -> None:
     """Load the method's state (and, when resuming, the RNG states) from a checked payload; a
     checkpoint whose tensors do not fit the run's config (torch's "size mismatch", "Missing
-    key(s)") is a one-line `AdaptrlError` naming the file."""
+    key(s)"), or that holds a NaN or infinity in a parameter or optimizer state, is a one-line
+    `AdaptrlError` naming the file."""
     try:
         algo.load_state_dict(payload["algorithm"])
         if rng is not None:
@@ -357,6 +358,10 @@ def _load_state(algo, payload: dict, path, rng: np.random.Generator | None = Non
             detail = detail[:297] + "..."
         raise AdaptrlError(f"checkpoint {path} does not fit this run's {algo.name} config: "
                            f"{detail}") from None
+    broken = first_nonfinite(algo.trainables())
+    if broken is not None:  # adaptrl never writes one (the guard refuses such an update)
+        raise AdaptrlError(f"checkpoint {path} holds a NaN or infinity in {broken}: it was "
+                           f"altered or not written by adaptrl")
 
 
 def _write_run_record(run_dir: Path, record: dict, config) -> None:
