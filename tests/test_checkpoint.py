@@ -38,9 +38,13 @@ EXTRA = {
               "model_batch=8"],
 }
 EXTRA["mb-unif"] = EXTRA["mb-gauss"] = EXTRA["admrl"]
+EXTRA["grbal"] = ["hidden_sizes=8", "window=2", "future=2", "model_steps=1", "model_batch=2",
+                  "plan_horizon=2", "candidates=4"]
+EXTRA["mb-mpc"] = EXTRA["mb-mpc-finetune"] = EXTRA["grbal"]
 FAMILY = {"rl2": "bandit-k5", "snail": "bandit-k5"}
 BUILT_IN = ("maml", "fomaml", "reptile", "random", "pretrain", "oracle", "pearl", "flap",
-            "admrl", "mb-unif", "mb-gauss", "rl2", "snail")
+            "admrl", "mb-unif", "mb-gauss", "rl2", "snail", "grbal", "mb-mpc",
+            "mb-mpc-finetune")
 
 
 def test_every_registered_method_is_covered():

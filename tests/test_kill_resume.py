@@ -56,6 +56,9 @@ MODEL_BASED = ["iterations=3", "checkpoint_every=1", "horizon=5", "hidden_sizes=
                "fast_batch=2", "n_zeroshot=1", "n_slbo=1", "n_slbo_first=1", "n_inner=1",
                "n_model=2", "n_policy=1", "virtual_episodes=2", "task_cg_iters=2",
                "model_hidden_sizes=8", "model_batch=8"]
+MPC = ["iterations=3", "checkpoint_every=1", "horizon=6", "hidden_sizes=8", "meta_batch=2",
+       "window=2", "future=2", "model_steps=2", "model_batch=4", "plan_horizon=2",
+       "candidates=4"]
 RECURRENT = ["iterations=4", "checkpoint_every=1", "meta_batch=2", "fast_batch=2",
              "trial_episodes=3", "hidden_sizes=8", "minibatches=1", "ppo_epochs=1"]
 METHODS = {  # name: (family, overrides of its smoke preset)
@@ -73,6 +76,9 @@ METHODS = {  # name: (family, overrides of its smoke preset)
     "mb-gauss": ("hopper-2d", MODEL_BASED),
     "rl2": ("bandit-k5", RECURRENT),
     "snail": ("bandit-k5", RECURRENT),
+    "grbal": ("cheetah-crippled", MPC),
+    "mb-mpc": ("cheetah-crippled", MPC),
+    "mb-mpc-finetune": ("cheetah-crippled", MPC),
 }
 # the library's own methods (tests register plug-ins too): each must have settings above
 REGISTERED = sorted(name for name, cls in ALGORITHMS.items()

@@ -36,10 +36,12 @@ _MODEL_BASED = ["horizon=10", "fast_batch=2", "n_model=5", "n_policy=1", "virtua
                 "task_cg_iters=3", "n_zeroshot=1", "n_slbo=1", "n_slbo_first=1", "n_inner=1",
                 "hidden_sizes=[8]", "model_hidden_sizes=[8]"]
 _RECURRENT = ["horizon=10", "trial_episodes=2", "meta_batch=2", "fast_batch=2"]
+_MPC = ["horizon=10", "hidden_sizes=[8]", "window=2", "future=2", "model_steps=2",
+        "model_batch=4", "plan_horizon=2", "candidates=4"]
 FAST = {"maml": _PG, "fomaml": _PG, "reptile": _PG, "random": _PG, "pretrain": _PG,
         "oracle": _PG, "pearl": _OFF_POLICY, "flap": _OFF_POLICY, "admrl": _MODEL_BASED,
         "mb-unif": _MODEL_BASED, "mb-gauss": _MODEL_BASED, "rl2": _RECURRENT,
-        "snail": _RECURRENT}
+        "snail": _RECURRENT, "grbal": _MPC, "mb-mpc": _MPC, "mb-mpc-finetune": _MPC}
 
 
 def test_every_method_has_a_fast_setting():

@@ -57,7 +57,8 @@ def _every_policy():
                   categorical.actor()))
     for name, budget, extra in [("maml", 1, ()), ("reptile", 1, ()), ("oracle", 0, ()),
                                 ("maml", 1, ("policy=gru",)), ("pearl", 1, ()),
-                                ("pearl", 1, ("adapt_z=sample",)), ("flap", 1, ())]:
+                                ("pearl", 1, ("adapt_z=sample",)), ("flap", 1, ()),
+                                ("grbal", 1, ("candidates=8", "plan_horizon=2"))]:
         label = f"{name} adapted" + (f" ({', '.join(extra)})" if extra else "")
         cases.append((label, "point-nav", *_adapted(name, "point-nav", budget, *extra)))
     cases.append(("admrl adapted", "hopper-2d", *_adapted("admrl", "hopper-2d", 0)))

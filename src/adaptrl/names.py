@@ -6,7 +6,8 @@ ids) read these lists, so they stay fast. `tests/test_cli.py` holds them equal t
 """
 
 ALGORITHM_NAMES = ("maml", "fomaml", "reptile", "random", "pretrain", "oracle", "pearl", "flap",
-                   "admrl", "mb-unif", "mb-gauss", "rl2", "snail")
+                   "admrl", "mb-unif", "mb-gauss", "rl2", "snail", "grbal", "mb-mpc",
+                   "mb-mpc-finetune")
 """The CLI names of the built-in methods, in registry order."""
 
 FAMILY_GYM_IDS = {
@@ -24,6 +25,7 @@ FAMILY_GYM_IDS = {
     "ant-goal": "adaptrl/AntGoal-v0",
     "hopper-params": "adaptrl/HopperParams-v0",
     "walker-params": "adaptrl/WalkerParams-v0",
+    "cheetah-crippled": "adaptrl/CheetahCrippled-v0",
     "hopper-2d": "adaptrl/Hopper2d-v0",
     "walker-2d": "adaptrl/Walker2d-v0",
     "ant-2d": "adaptrl/Ant2d-v0",

@@ -11,6 +11,7 @@ from .admrl import AdMRL, MBGauss, MBUniform
 from .base import MetaAlgorithm
 from .baselines import MultiTaskPretrain, RandomInit, TaskConditionedOracle
 from .flap import FLAP
+from .grbal import MBMPC, GrBAL, MBMPCFinetune
 from .maml import FOMAML, MAML
 from .pearl import PEARL
 from .reptile import Reptile
@@ -19,7 +20,7 @@ from .rl2 import RL2, SNAIL
 ALGORITHMS: dict[str, type[MetaAlgorithm]] = {
     cls.name: cls for cls in (MAML, FOMAML, Reptile, RandomInit, MultiTaskPretrain,
                               TaskConditionedOracle, PEARL, FLAP, AdMRL, MBUniform, MBGauss,
-                              RL2, SNAIL)
+                              RL2, SNAIL, GrBAL, MBMPC, MBMPCFinetune)
 }
 
 

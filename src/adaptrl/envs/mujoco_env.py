@@ -112,6 +112,23 @@ def scale_dynamics(model: mujoco.MjModel, exponents: np.ndarray, body: str) -> m
     return out
 
 
+def cripple_actuator(model: mujoco.MjModel, psi: np.ndarray) -> mujoco.MjModel:
+    """GrBAL's crippled joint: ψ = (joint, strength) multiplies actuator ``round(joint)``'s
+    gear (its force per unit of control) by ``strength`` (0 disables it). The joint is ψ[0]
+    rounded to the nearest actuator."""
+    joint = int(np.clip(np.rint(psi[0]), 0, model.nu - 1))
+    out = copy.copy(model)
+    out.actuator_gear[joint, 0] = model.actuator_gear[joint, 0] * float(psi[1])
+    return out
+
+
+def apply_dynamics(model: mujoco.MjModel, psi: np.ndarray, dynamics: str) -> mujoco.MjModel:
+    """The model of task ψ for a family whose ψ changes the physics (``family.dynamics``)."""
+    if dynamics == "cripple":
+        return cripple_actuator(model, np.asarray(psi, dtype=np.float64))
+    return scale_dynamics(model, psi, dynamics)
+
+
 class MujocoBatchEnv(BatchEnv):
     """T·N copies of one MuJoCo body (per-task models where ψ changes the physics)."""
 
@@ -172,7 +189,7 @@ class MujocoBatchEnv(BatchEnv):
         old = self._model_tasks
         for i, psi in enumerate(tasks):
             if old is None or not np.array_equal(old[i], psi):
-                model = scale_dynamics(self.model, psi, self.family.dynamics)
+                model = apply_dynamics(self.model, psi, self.family.dynamics)
                 start = i * self.num_episodes
                 self._models[start:start + self.num_episodes] = [model] * self.num_episodes
         self._model_tasks = np.array(tasks, copy=True)

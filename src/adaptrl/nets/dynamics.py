@@ -1,4 +1,5 @@
-"""A learned dynamics model T̂_φ(s, a) → s' for model-based methods (AdMRL, MB-Unif, MB-Gauss).
+"""A learned dynamics model T̂_φ(s, a) → s' for model-based methods (AdMRL, MB-Unif, MB-Gauss,
+GrBAL, MB-MPC).
 
 An MLP (or a small ensemble of E MLPs evaluated in one batched call) predicts the *normalized
 state change*: with input normalizers (μ_s, σ_s), (μ_a, σ_a) and an output normalizer
@@ -94,13 +95,81 @@ class DynamicsModel(nn.Module):
     # ── evaluation ──
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         """``x [E, B, in]`` → ``[E, B, obs_dim]`` (normalized Δs)."""
+        return self._forward(list(self.weights), list(self.biases), x)
+
+    def _forward(self, weights: list, biases: list, x: torch.Tensor) -> torch.Tensor:
         act = ACTIVATIONS[self.activation]
-        n = len(self.weights)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        n = len(weights)
+        for i, (w, b) in enumerate(zip(weights, biases)):
             x = torch.baddbmm(b, x, w)
             if i < n - 1:
                 x = act(x)
         return x
+
+    # ── functional use: weights passed in, one copy per row (online adaptation, GrBAL) ──
+    def weights_dict(self) -> dict[str, torch.Tensor]:
+        """The network's weights by name, ``w0, b0, w1, b1, …``: leaves ``[E, in, out]`` and
+        ``[E, 1, out]`` (the module's own parameters, not copies)."""
+        out = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            out[f"w{i}"], out[f"b{i}"] = w, b
+        return out
+
+    def delta_with(self, weights: dict, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Normalized Δs ``[R, n, obs_dim]`` of ``obs [R, n, obs_dim]``, ``act [R, n, act_dim]``
+        under ``weights`` (leaves with leading dim R: row r uses its own copy; or 1: shared)."""
+        x = self._inputs(obs, act)
+        R = x.shape[0]
+        n = len(self.weights)
+        ws = [weights[f"w{i}"].expand(R, -1, -1) for i in range(n)]
+        bs = [weights[f"b{i}"].expand(R, -1, -1) for i in range(n)]
+        return self._forward(ws, bs, x)
+
+    def loss_with(self, weights: dict, obs, act, next_obs, mask=None) -> torch.Tensor:
+        """Per-row mean squared error on the normalized Δs, ``[R]``, over the transitions
+        ``[R, n, d]`` where ``mask [R, n]`` is 1 (a row without any gives 0)."""
+        target = (next_obs - obs - self.delta_mean) / self.delta_std
+        err = ((self.delta_with(weights, obs, act) - target) ** 2).mean(-1)  # [R, n]
+        if mask is None:
+            return err.mean(-1)
+        return (err * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+    def predict_with(self, weights: dict, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Next states ``[R, n, obs_dim]`` under ``weights`` (see `delta_with`), clamped as
+        `predict` clamps. Ensembles are not supported here (one member, E = 1)."""
+        out = obs + self.delta_with(weights, obs, act) * self.delta_std + self.delta_mean
+        if math.isfinite(self.clamp_margin):
+            width = (self.obs_high - self.obs_low).clamp_min(0.0)
+            out = torch.maximum(torch.minimum(out, self.obs_high + self.clamp_margin * width),
+                                self.obs_low - self.clamp_margin * width)
+        return out
+
+    def adapt(self, weights: dict, obs, act, next_obs, mask=None, lr: float = 0.01,
+              steps: int = 1, differentiable: bool = False, first_order: bool = False) -> dict:
+        """GrBAL's update rule u_ψ: ``steps`` plain SGD steps per row r on that row's
+        transitions ``[R, n, d]``, θ′_r = θ − lr·∇_θ L_r(θ) (`loss_with`); leaves ``[R, ...]``.
+
+        ``differentiable``: θ′ stays a function of ``weights`` for an outer loss (MAML); with
+        ``first_order`` the inner gradients are treated as constants (first-order MAML: the
+        outer gradient is ∇L(θ′) itself), otherwise the outer gradient flows through them
+        (second order). Not differentiable: θ′ is detached (online use).
+        """
+        if self.ensemble_size != 1:
+            raise AdaptrlError("online adaptation needs a single dynamics model (ensemble 1)")
+        R = obs.shape[0]
+        keep_graph = differentiable and not first_order
+        current = {k: v.expand(R, *v.shape[1:]) for k, v in weights.items()}
+        if not differentiable:
+            current = {k: v.detach() for k, v in current.items()}
+        with torch.enable_grad():
+            for _ in range(steps):
+                leaves = current if keep_graph else \
+                    {k: v.detach().requires_grad_() for k, v in current.items()}
+                losses = self.loss_with(leaves, obs, act, next_obs, mask)
+                grads = torch.autograd.grad(losses.sum(), list(leaves.values()),
+                                            create_graph=keep_graph)
+                current = {k: v - lr * g for (k, v), g in zip(current.items(), grads)}
+        return current
 
     def _inputs(self, obs, act):
         return torch.cat([(obs - self.obs_mean) / self.obs_std,

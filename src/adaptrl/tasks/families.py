@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -265,6 +266,58 @@ def _rand_params(name, body, terminated_fn, obs_dim, act_dim):
 
 register(_rand_params("hopper-params", "hopper", _hopper_unhealthy, 11, 3))
 register(_rand_params("walker-params", "walker2d", _walker_unhealthy, 17, 6))
+
+
+# ─── GrBAL's crippled HalfCheetah ────────────────────────────────────────────────────────────
+GRBAL = "Nagabandi, Clavera et al. 2019 (GrBAL)"
+CHEETAH_JOINTS = ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot")  # actuator order
+CRIPPLE_HELD_OUT = 0  # GrBAL trains on joints 1–5 (``randint(1, 6)``); joint 0 is never seen
+
+
+@dataclass(frozen=True)
+class CrippleSplit(Split):
+    """ψ = (joint, strength): the joint uniform over ``joints``, the strength uniform on
+    [low, high] (an actuator's force is multiplied by the strength; 0 disables it)."""
+
+    joints: tuple[int, ...]
+    low: float
+    high: float
+
+    def sample(self, n, rng):
+        joint = np.asarray(self.joints, dtype=np.float64)[rng.integers(0, len(self.joints), n)]
+        return np.stack([joint, rng.uniform(self.low, self.high, size=n)], axis=1)
+
+    @property
+    def description(self):
+        strength = f"{self.low:g}" if self.low == self.high else f"[{self.low:g},{self.high:g}]"
+        return "joint {" + ",".join(map(str, self.joints)) + "} × strength " + strength
+
+
+def _cheetah_crippled():
+    vx = VX_INDEX["half_cheetah"]
+
+    def reward(obs, act, next_obs, psi):
+        r = next_obs[..., vx] - _ctrl(act, 0.05)
+        # ψ changes the physics, not the reward; still broadcast over the task axis
+        return r.expand(torch.broadcast_shapes(r.shape, psi.shape[:-1]))
+
+    train = tuple(j for j in range(6) if j != CRIPPLE_HELD_OUT)
+    return TaskFamily(
+        name="cheetah-crippled", body="half_cheetah", task_names=("joint", "strength"),
+        low=[0.0, 0.0], high=[5.0, 1.0], horizon=200, obs_dim=17, act_dim=6, source=GRBAL,
+        reward_doc="vx - 0.05||a||² (ψ = joint, strength: that actuator's force × strength)",
+        reward_fn=reward, dynamics="cripple",
+        splits={"train": CrippleSplit(train, 0.0, 0.5),
+                "test": CrippleSplit((CRIPPLE_HELD_OUT,), 0.0, 0.5),
+                "ood": CrippleSplit((CRIPPLE_HELD_OUT,), 0.0, 0.1)},
+        notes="train: joints 1–5, strength U[0,0.5]; test: the held-out joint 0 (bthigh), "
+              "strength U[0,0.5]; ood: joint 0 (nearly) disabled, strength U[0,0.1] (GrBAL's test "
+              "condition is strength 0). The joint "
+              "is ψ[0] rounded to the nearest of 0–5",
+    )
+
+
+register(_cheetah_crippled())
 
 
 def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood=None,

@@ -1,0 +1,215 @@
+"""GrBAL and MB-MPC (issue 12): the meta-gradient of the model loss, the batched MPC planner,
+the online adaptation's window, and an end-to-end smoke run on cheetah-crippled."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from adaptrl.algos import get_algorithm
+from adaptrl.cli import main
+from adaptrl.config import make_config
+from adaptrl.nets.dynamics import DynamicsModel
+from adaptrl.optim.mpc import MPCPolicy, PlannerOptions, plan
+from adaptrl.sampling import LocalSampler
+from adaptrl.tasks import get_family
+
+
+def _grbal(family="point-nav", *overrides):
+    cls = get_algorithm("grbal")
+    torch.manual_seed(0)
+    return cls(get_family(family), make_config(cls, "smoke", list(overrides)))
+
+
+def _segments(method, W, rng):
+    L = method.config.window + method.config.future
+    od, ad = method.family.obs_dim, method.family.act_dim
+    obs = torch.as_tensor(rng.normal(size=(W, L, od)))
+    act = torch.as_tensor(rng.uniform(-1, 1, size=(W, L, ad)))
+    next_obs = obs + 0.3 * torch.as_tensor(rng.normal(size=(W, L, od)))
+    return obs, act, next_obs
+
+
+# ─── the family ─────────────────────────────────────────────────────────────────────────────
+def test_crippled_joint_acts_as_its_action_scaled_by_the_strength():
+    """Joint j at strength s moves the cheetah exactly as the intact one whose action j is
+    multiplied by s (0: that actuator is disabled); the splits hold joint 0 out of training."""
+    from adaptrl.envs import make_batch_env
+
+    family = get_family("cheetah-crippled")
+    rng = np.random.default_rng(0)
+    assert set(family.split("train", 200, rng)[:, 0]) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert set(family.split("test", 50, rng)[:, 0]) == set(family.split("ood", 50, rng)[:, 0]) \
+        == {0.0}
+    tasks = np.array([[0.0, 0.0], [3.0, 0.4], [5.0, 1.0]])
+    crippled = make_batch_env(family, 3, 2)
+    intact = make_batch_env("cheetah-vel", 3, 2)
+    crippled.set_tasks(tasks)
+    intact.set_tasks(np.ones((3, 1)))
+    crippled.reset(np.random.default_rng(1), None)
+    intact.reset(np.random.default_rng(1), None)
+    scale = np.ones((3, 1, 6), np.float32)
+    scale[0, 0, 0], scale[1, 0, 3] = 0.0, 0.4
+    for _ in range(15):
+        action = rng.uniform(-1, 1, size=(3, 2, 6)).astype(np.float32)
+        got, expected = crippled.step(action), intact.step(action * scale)
+        np.testing.assert_array_equal(got.obs[0], expected.obs[0])  # disabled: exactly
+        # weakened: gear·s·u against gear·(s·u) in float32, equal up to rounding
+        np.testing.assert_allclose(got.obs, expected.obs, rtol=1e-4, atol=1e-4)
+
+
+# ─── the meta-gradient ──────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_of_the_model_loss_matches_finite_differences(first_order):
+    """Second order: ∂L(θ′(θ))/∂θ by autograd equals central differences in float64. First
+    order: the gradient is ∇L at θ′ applied to θ, which differs from the exact one."""
+    method = _grbal("point-nav", "hidden_sizes=[6]", "activation=tanh", "window=3", "future=2",
+                    "inner_lr=0.5", f"first_order={first_order}")
+    model = method.model.double()
+    rng = np.random.default_rng(0)
+    obs, act, next_obs = _segments(method, 4, rng)
+    model.fit_normalizers(obs.reshape(-1, 2), act.reshape(-1, 2), next_obs.reshape(-1, 2))
+    model.double()
+    params = list(model.parameters())
+    loss = method.segment_loss(obs, act, next_obs)
+    grads = torch.autograd.grad(loss, params)
+    direction = [torch.as_tensor(rng.normal(size=p.shape)) for p in params]
+    analytic = sum(float((g * d).sum()) for g, d in zip(grads, direction))
+
+    def loss_at(step):
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(step * d)
+        value = float(method.segment_loss(obs, act, next_obs).detach())
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.sub_(step * d)
+        return value
+
+    eps = 1e-6
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    if first_order:
+        assert abs(analytic - numeric) > 1e-6 * max(1.0, abs(numeric))
+    else:
+        assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+# ─── the planner ────────────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize("method", ["cem", "random"])
+def test_planner_finds_the_optimum_of_a_quadratic_reward_under_a_linear_model(method):
+    """s' = s + a, r = −‖s' − g‖², a ∈ [−1, 1]²: with g − s inside the box, the best first
+    action is a* = g − s (reach the goal at once, then stay)."""
+    goal = torch.tensor([0.3, -0.2])
+    obs = torch.tensor([[0.0, 0.0], [0.5, 0.5], [-0.4, 0.1]])
+
+    def predict(o, a):
+        return o + a
+
+    def reward(o, a, o2):
+        return -((o2 - goal) ** 2).sum(-1)
+
+    # random shooting searches the whole sequence box at once: one step keeps it 2-D
+    options = PlannerOptions(method, horizon=3 if method == "cem" else 1,
+                             candidates=300 if method == "cem" else 2000, iterations=8)
+    gen = torch.Generator().manual_seed(0)
+    action = plan(predict, reward, obs, -torch.ones(2), torch.ones(2), gen, options)
+    tolerance = 0.02 if method == "cem" else 0.1
+    torch.testing.assert_close(action, goal - obs, atol=tolerance, rtol=0)
+
+
+def _count_model_calls(monkeypatch, T, N, candidates):
+    family = get_family("point-nav")
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, (8,), "tanh")
+    calls = []
+    inner = model.delta_with
+
+    def counted(weights, obs, act):
+        calls.append(tuple(obs.shape))
+        return inner(weights, obs, act)
+
+    monkeypatch.setattr(model, "delta_with", counted)
+    options = PlannerOptions("cem", horizon=4, candidates=candidates, iterations=3)
+    tasks = family.split("test", T, np.random.default_rng(0))
+    policy = MPCPolicy(model, family, tasks, -torch.ones(2), torch.ones(2), options, window=3,
+                       inner_lr=0.1, inner_steps=1)
+    LocalSampler(family).sample(policy, tasks, np.random.default_rng(1), N, horizon=5)
+    return calls
+
+
+def test_planner_is_batched_over_environments_and_candidates(monkeypatch):
+    """A control step costs 1 adaptation call + rounds × horizon = 1 + 3 × 4 model calls,
+    whatever the number of environments and candidates; each call carries all of them."""
+    small = _count_model_calls(monkeypatch, 1, 1, 8)
+    large = _count_model_calls(monkeypatch, 3, 4, 64)
+    assert len(small) == len(large) == 5 * (1 + 3 * 4)
+    planning = [shape for shape in large if shape[1] == 64]
+    assert len(planning) == 5 * 3 * 4 and all(s[0] == 12 for s in planning)
+
+
+# ─── online adaptation sees the past only ───────────────────────────────────────────────────
+def test_online_adaptation_uses_only_past_transitions(monkeypatch):
+    """At control step t the model adapts on the last M transitions (s_i, a_i, s_{i+1}) with
+    i + 1 ≤ t: the newest ends in the current observation, none comes after it."""
+    family = get_family("point-nav")
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, (8,), "tanh")
+    seen = []
+    inner = model.adapt
+
+    def recording(weights, obs, act, next_obs, mask=None, *args, **kwargs):
+        seen.append((obs.clone(), act.clone(), next_obs.clone(), mask.clone()))
+        return inner(weights, obs, act, next_obs, mask, *args, **kwargs)
+
+    monkeypatch.setattr(model, "adapt", recording)
+    M = 3
+    policy = MPCPolicy(model, family, np.zeros((1, 2)), -torch.ones(2), torch.ones(2),
+                       PlannerOptions("random", horizon=2, candidates=8), window=M,
+                       inner_lr=0.1, inner_steps=1)
+    gen = torch.Generator().manual_seed(0)
+    observations = torch.randn(8, 1, 1, 2)
+    state = policy.initial_state((1, 1))
+    action = torch.zeros(1, 1, 2)
+    actions = []
+    zero = torch.zeros(1, 1)
+    for t in range(8):
+        action, state = policy.step(observations[t], state, action, zero, zero, gen)
+        actions.append(action)
+        obs_w, act_w, next_w, mask_w = seen[-1]
+        filled = min(t, M)
+        assert float(mask_w.sum()) == filled
+        for j in range(filled):  # the slot M − 1 − j holds transition t − 1 − j
+            i = t - 1 - j
+            torch.testing.assert_close(obs_w[0, M - 1 - j], observations[i, 0, 0])
+            torch.testing.assert_close(act_w[0, M - 1 - j], actions[i][0, 0])
+            torch.testing.assert_close(next_w[0, M - 1 - j], observations[i + 1, 0, 0])
+    # the meta-training step adapts on the first M steps of a segment and scores the rest
+    method = _grbal("point-nav", "window=3", "future=2")
+    calls = []
+    adapt = method.model.adapt
+    monkeypatch.setattr(method.model, "adapt",
+                        lambda w, o, *a, **k: calls.append(o.clone()) or adapt(w, o, *a, **k))
+    obs, act, next_obs = (x.float() for x in _segments(method, 2, np.random.default_rng(0)))
+    method.segment_loss(obs, act, next_obs)
+    torch.testing.assert_close(calls[0], obs[:, :3])
+
+
+# ─── end to end ─────────────────────────────────────────────────────────────────────────────
+def test_grbal_smoke_trains_and_evaluates_end_to_end(tmp_path, one_torch_thread):
+    from adaptrl.runner import train
+
+    run_dir = train("grbal", "cheetah-crippled", preset="smoke",
+                    overrides=["iterations=2", "horizon=20", "window=4", "future=4",
+                               "model_steps=5", "candidates=16", "plan_horizon=3"],
+                    out=tmp_path / "grbal", progress=False)
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "model/future_loss_adapted" in rows[0]
+    assert main(["eval", str(run_dir), "--num-tasks", "2", "--episodes", "1",
+                 "--no-progress"]) == 0
+    result = json.loads((run_dir / "eval" / "test" / "eval.json").read_text())
+    assert result["steps"] == [0, 1] and result["budget_unit"] == "online adaptation steps"
+    assert all(np.isfinite(result["summary"]["mean"]))
+    assert all(task["params"][0] == 0.0 for task in result["tasks"])  # the held-out joint
