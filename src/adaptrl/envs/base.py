@@ -40,7 +40,21 @@ class StepResult:
     terminated: np.ndarray
 
 
-class BatchEnv:
+class PicklesFamilyByName:
+    """Pickles ``self.family`` as `family_reference` (its reward functions do not pickle) and
+    looks it up again on unpickling."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["family"] = family_reference(self.family)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.family = get_family(self.family)
+
+
+class BatchEnv(PicklesFamilyByName):
     """Base class: owns tasks, the done-mask and the reward; subclasses own the physics.
 
     Subclasses implement ``_reset_state(rng) -> obs [B, obs_dim]`` and
@@ -168,15 +182,6 @@ class BatchEnv:
 
     def close(self) -> None:
         """Free rendering resources (the environment stays usable)."""
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["family"] = family_reference(self.family)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.family = get_family(self.family)
 
     # ── subclass hooks ──
     def _reset_envs(self, index: np.ndarray, rngs) -> np.ndarray:

@@ -27,11 +27,11 @@ from gymnasium.vector.utils import batch_space
 from ..errors import AdaptrlError
 from ..tasks import get_family
 from . import make_batch_env
-from .base import family_reference
+from .base import PicklesFamilyByName
 from .render import DEFAULT_SIZE, check_size
 
 
-class TaskVectorEnv(VectorEnv):
+class TaskVectorEnv(PicklesFamilyByName, VectorEnv):
     """``num_envs`` environments of one family, one task each, stepped as one batch.
 
     ``task``: one ψ for every environment (as the view's ``task``); ``threads``: the MuJoCo
@@ -194,15 +194,6 @@ class TaskVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs):
         self._batch.close()
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["family"] = family_reference(self.family)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.family = get_family(self.family)
 
     # ── helpers ──
     def _time_up(self) -> np.ndarray:
