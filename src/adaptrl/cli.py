@@ -77,6 +77,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _worker_counts(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",")]
+
+
+def _add_backend_args(parser, worker_list: bool = False) -> None:
+    """--backend, --ray-address, --workers: where sampling runs (`adaptrl.sampling.make_sampler`;
+    the local backend imports no Ray)."""
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="sampling backend: this process (local, the default) or Ray actors "
+                             "(ray; pip install 'adaptrl[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="a running Ray cluster for --backend ray (default: start a local "
+                             "one)")
+    if worker_list:
+        parser.add_argument("--workers", type=_worker_counts, default=None, metavar="N[,N...]",
+                            help="Ray worker counts to time, like 1,2 (--backend ray; 1,2)")
+    else:
+        parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                            help="Ray sampling workers, one CPU each (--backend ray; 2)")
+
+
+def _sampler_from_args(args, family):
+    """The sampler asked for by --backend/--workers/--ray-address."""
+    from .sampling import make_sampler
+
+    return make_sampler(family, args.backend, args.workers, args.ray_address)
+
+
 def _refuse_sizes(command: str, memory: dict[str, int], work: tuple[str, int] | None = None
                   ) -> None:
     """One line before any work when the sizes asked for cannot fit this machine's memory
@@ -165,6 +193,7 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     train.add_argument("--list-options", action="store_true",
                        help="print ALGO's config fields (with --preset/--set applied) and exit")
+    _add_backend_args(train)
 
 
 # = adaptrl.eval.SPLITS, spelled out so that building the parser does not import matplotlib
@@ -210,6 +239,7 @@ def _add_eval_parsers(sub) -> None:
                          "tasks, side by side (RUN_DIR/eval/<split>/videos/n<budget>.gif; "
                          "headless MuJoCo renders with MUJOCO_GL=egl)")
     ev.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    _add_backend_args(ev)
 
     base = sub.add_parser("baselines", help="the classical baselines of a black-box family "
                           "(bandits, tabular MDPs) in trials; one eval.json per baseline")
@@ -279,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="episodes per trial (1); --episodes counts trials then")
     sampler.add_argument("--json", action="store_true", help="print JSON")
     sampler.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    _add_backend_args(sampler, worker_list=True)
 
     meta = bench_sub.add_parser("meta-step",
                                 help="seconds per meta-iteration: sampling vs meta-update")
@@ -397,6 +428,22 @@ def cmd_bench(args) -> int:
             from None
     _refuse_bench_sizes(args, args.repeats, hidden)
     configure_threads()
+    if args.backend == "ray":
+        from .bench.sampler import bench_ray_sampler, format_ray_result
+
+        if args.recurrent or args.trial_episodes > 1 or args.threads:
+            raise AdaptrlError("bench sampler --backend ray times memoryless policies in plain "
+                               "episodes: drop --recurrent, --trial-episodes and --threads")
+        from .sampling.backends import ray_backend
+
+        ray_backend()  # refuses a missing Ray before any work
+        result = bench_ray_sampler(args.family, args.workers or [1, 2], tasks=args.tasks,
+                                   episodes=args.episodes, horizon=args.horizon, hidden=hidden,
+                                   repeats=args.repeats, seed=args.seed,
+                                   address=args.ray_address, progress=not args.no_progress)
+        print(json.dumps(result, indent=1) if args.json else format_ray_result(result))
+        return 0
+    _sampler_from_args(args, args.family)  # --workers/--ray-address without --backend ray
     result = bench_sampler(args.family, tasks=args.tasks, episodes=args.episodes,
                            horizon=args.horizon, hidden=hidden, repeats=args.repeats,
                            seed=args.seed, threads=args.threads,
@@ -459,6 +506,19 @@ def cmd_normalizer(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
+    from .runner import load_run, read_run_record
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise AdaptrlError(f"run folder {run_dir} does not exist")
+    sampler = _sampler_from_args(args, read_run_record(run_dir)["family"])
+    try:
+        return _evaluate_run(args, run_dir, *load_run(run_dir, sampler=sampler))
+    finally:
+        sampler.close()
+
+
+def _evaluate_run(args, run_dir, algo, _config, info) -> int:
     import numpy as np
 
     from .eval import (
@@ -471,12 +531,7 @@ def cmd_eval(args) -> int:
         write_eval_json,
         write_reports,
     )
-    from .runner import load_run
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise AdaptrlError(f"run folder {run_dir} does not exist")
-    algo, _config, info = load_run(run_dir)
     family = algo.family
     # tasks and evaluation draw from separate streams of one seed: every run evaluated with
     # the same seed sees the same tasks, whatever its method consumes
@@ -586,14 +641,17 @@ def cmd_train(args) -> int:
         raise AdaptrlError(f"train needs a FAMILY after {args.algo}; known: "
                            f"{', '.join(sorted(family_names()))}")
     configure_threads()
+    sampler = _sampler_from_args(args, args.family)
     try:
         run_dir = train(args.algo, args.family, preset=args.preset, overrides=args.overrides,
                         seed=args.seed, out=args.out, resume=args.resume,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, sampler=sampler)
     except KeyboardInterrupt:
         print("adaptrl: interrupted; continue from the last checkpoint with --resume",
               file=sys.stderr)
         return 130
+    finally:
+        sampler.close()
     print(f"run folder: {run_dir}")
     return 0
 

@@ -137,7 +137,8 @@ def training_rng(seed: int) -> np.random.Generator:
 
 # ─── the public entry points ────────────────────────────────────────────────────────────────
 def train(algo_name, family_name, preset: str | None = None, overrides=(),
-          seed: int | None = None, out=None, resume: bool = False, progress: bool = True) -> Path:
+          seed: int | None = None, out=None, resume: bool = False, progress: bool = True,
+          sampler: Sampler | None = None) -> Path:
     """Train ``algo_name`` on ``family_name`` in a run folder; the folder's path.
 
     preset, overrides: see `adaptrl.config.make_config` (``overrides`` are ``"key=value"``).
@@ -147,6 +148,8 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
         one with ``overrides`` applied (or, if ``preset`` is given, rebuilt from it); only
         `RESUMABLE_FIELDS` may differ from config.yaml, so ``iterations=N`` extends a run.
     progress: show a tqdm bar on stderr (only when it is a terminal).
+    sampler: the backend the method samples through (default: local, `LocalSampler`); its
+        `Sampler.metrics` (the Ray backend's restarts) join each metrics.csv row.
 
     A new run refuses a folder that already holds checkpoints. Errors caused by the arguments or
     by the folder's contents are `AdaptrlError`.
@@ -180,7 +183,7 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
         # built (and a checkpoint loaded) before anything is written: a checkpoint that does not
         # fit the config is refused with the folder as it was
         trainer = _Trainer(run_dir, algo_cls, family, config, record["seed"], payload, progress,
-                           latest_checkpoint(run_dir / CHECKPOINT_DIR))
+                           latest_checkpoint(run_dir / CHECKPOINT_DIR), sampler)
         _write_run_record(run_dir, record, config)
         trainer.run()
     return run_dir
@@ -519,10 +522,11 @@ class _Trainer:
     """One training session in a locked run folder, fresh (``payload`` None) or resumed."""
 
     def __init__(self, run_dir, algo_cls, family, config, seed, payload, progress,
-                 payload_path=None):
+                 payload_path=None, sampler: Sampler | None = None):
         self.run_dir, self.config, self.seed, self.progress = run_dir, config, seed, progress
         torch.manual_seed(seed)  # network initialisation inside the constructor
-        self.algo = algo_cls(family, config, LocalSampler(family))
+        self.algo = algo_cls(family, config,
+                             sampler if sampler is not None else LocalSampler(family))
         self.rng = training_rng(seed)
         metrics_path = run_dir / METRICS_FILE
         if payload is None:
@@ -564,7 +568,7 @@ class _Trainer:
                 refused_in_a_row = 0 if refusal is None else refused_in_a_row + 1
                 if refusal is not None or REFUSED_COLUMN in self.log.columns:
                     metrics[REFUSED_COLUMN] = float(refusal is not None)
-                row = {"iteration": iteration, **metrics, **timing,
+                row = {"iteration": iteration, **metrics, **algo.sampler.metrics(), **timing,
                        "step_s": step_s, "elapsed_s": elapsed}
                 self.log.append(row)
                 if refusal is not None:

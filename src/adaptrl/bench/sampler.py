@@ -135,3 +135,81 @@ def format_result(r: dict) -> str:
         lines.append(f"  RL² PPO update ({r['ppo_update']}):  "
                      f"{r['ppo_update_s_per_100k_steps']:>10.2f} s per 100k env-steps")
     return "\n".join(lines)
+
+
+def bench_ray_sampler(family: str, workers=(1, 2), tasks: int = 40, episodes: int = 20,
+                      horizon: int | None = None, hidden=(100, 100), repeats: int = 1,
+                      seed: int = 0, address: str | None = None,
+                      progress: bool = False) -> dict:
+    """The Ray backend's env-steps/s for each worker count in ``workers``, next to the local
+    backend's on the same batches in the same process, with what one call moves and costs:
+    ``bytes_sent`` (the policy snapshot, put once, and the tasks), ``bytes_received`` (the
+    episodes), ``overhead_s`` (a call's wall time minus its slowest worker's rollout: transfer,
+    scheduling, stitching). Each sampler has one untimed warm-up call of the full batch."""
+    from ..sampling import make_sampler
+    from ..sampling.ray_backend import start_ray
+
+    fam = get_family(family)
+    horizon = int(horizon or fam.horizon)
+    torch.manual_seed(seed)
+    actor = GaussianMLPPolicy(fam.obs_dim, fam.act_dim, hidden).actor()
+    task_set = fam.sample(tasks, np.random.default_rng(seed))
+
+    def timed(sampler, ray_calls=None):
+        rng = np.random.default_rng(seed)
+        sampler.sample(actor, task_set, rng, episodes, horizon=horizon)  # warm-up
+        steps, seconds = 0, 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            batch = sampler.sample(actor, task_set, rng, episodes, horizon=horizon)
+            seconds += time.perf_counter() - start
+            steps += batch.num_steps
+            if ray_calls is not None:
+                ray_calls.append(dict(sampler.last_call))
+            bar.update(1)
+        return steps / seconds
+
+    bar = progress_bar(repeats * (1 + len(workers)), f"bench sampler {fam.name} (ray)",
+                       progress, unit="batch")
+    started = start_ray(address, max(workers))
+    rows = []
+    try:
+        for count in workers:
+            local_rate = timed(LocalSampler(fam))  # next to each worker count: the noise
+            calls: list[dict] = []
+            sampler = make_sampler(fam, "ray", count, address)
+            try:
+                rate = timed(sampler, calls)
+            finally:
+                sampler.close()
+            rows.append({
+                "workers": count, "steps_per_s": rate, "local_steps_per_s": local_rate,
+                "ratio_to_local": rate / local_rate,
+                "bytes_sent": calls[-1]["bytes_sent"],
+                "bytes_received": calls[-1]["bytes_received"],
+                "overhead_s": float(np.mean([c["call_s"] - c["worker_rollout_s"]
+                                             for c in calls])),
+            })
+    finally:
+        bar.close()
+        if started:
+            import ray
+
+            ray.shutdown()
+    return {"family": fam.name, "backend": "ray", "tasks": tasks, "episodes": episodes,
+            "horizon": horizon, "policy": f"{'x'.join(map(str, hidden))} relu",
+            "repeats": repeats, "cpus": os.cpu_count(), "address": address, "results": rows}
+
+
+def format_ray_result(r: dict) -> str:
+    lines = [f"sampler  {r['family']}: {r['tasks']} tasks x {r['episodes']} episodes x "
+             f"H={r['horizon']}, policy {r['policy']}, {r['repeats']} timed batch(es), "
+             f"{r['cpus']} cpus, ray {'at ' + r['address'] if r['address'] else 'local'}",
+             f"{'workers':>8} {'steps/s':>10} {'local steps/s':>14} {'ratio':>6} "
+             f"{'MB sent/call':>13} {'MB back/call':>13} {'overhead/call':>14}"]
+    for row in r["results"]:
+        lines.append(f"{row['workers']:>8} {row['steps_per_s']:>10,.0f} "
+                     f"{row['local_steps_per_s']:>14,.0f} {row['ratio_to_local']:>6.2f} "
+                     f"{row['bytes_sent'] / 1e6:>13.3f} {row['bytes_received'] / 1e6:>13.1f} "
+                     f"{row['overhead_s'] * 1e3:>11.0f} ms")
+    return "\n".join(lines)

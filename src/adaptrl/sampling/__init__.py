@@ -2,6 +2,7 @@
 loop, sampler backends, the `Episodes` container, GAE and the linear baseline, replay buffers.
 This package imports no network class."""
 
+from .backends import make_sampler
 from .episodes import Episodes, LinearFeatureBaseline
 from .model import ModelEnv, ModelSampler
 from .numpy_io import NumpyPolicy, episodes_from_records
@@ -22,4 +23,5 @@ from .sampler import LocalSampler, Sampler, rollout
 __all__ = ["AppendToObservation", "ContinueTrial", "Episodes", "LinearFeatureBaseline",
            "LocalSampler", "MemorylessPolicy", "ModelEnv", "ModelSampler", "NumpyPolicy", "Policy",
            "PolicySnapshot", "ReplayBuffer", "Sampler", "ScaleActions", "UniformPolicy",
-           "class_path", "episodes_from_records", "rollout", "snapshot_tensors"]
+           "class_path", "episodes_from_records", "make_sampler", "rollout",
+           "snapshot_tensors"]

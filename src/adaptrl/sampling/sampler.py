@@ -46,7 +46,8 @@ def _uses_feedback(policy: Policy) -> bool:
 
 
 def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, horizon: int,
-            trial_episodes: int = 1) -> Episodes:
+            trial_episodes: int = 1, *, simulated: np.ndarray | None = None,
+            episode_steps=()) -> Episodes:
     """Run one trial of ``trial_episodes`` episodes of ``horizon`` steps in each of the env's
     T × N environments, on the tasks ``tasks [T, k]`` (ψ); returns `Episodes` ``[T, N, k·H]``.
 
@@ -55,6 +56,14 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
     action, reward and done flag start at zero and follow the steps each environment took.
     Randomness comes only from ``rng``: a torch generator for the policy (and a learned model's
     noise) is drawn from it first, then each episode's resets.
+
+    A remote worker's share of the batch (`adaptrl.sampling.ray_backend`): ``simulated``
+    (bool ``[T]``) names the tasks whose environments are stepped; the others start every
+    episode already over, while the policy still acts for all T × N environments and every random
+    number is drawn as for the whole batch, so the simulated tasks' episodes are the whole
+    batch's. ``episode_steps`` gives the number of steps of each of the first episodes (the
+    whole batch's, for a replay); any other episode but the last stops when the share's
+    environments are over, and a share's last one runs the full horizon (the caller cuts it).
     """
     H, k = int(horizon), int(trial_episodes)
     if H < 1 or k < 1:
@@ -82,7 +91,15 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
     new_state = None
     for j in range(k):
         obs_buf[j, 0] = env.reset(rng, generator)
-        for t in range(H):
+        # the steps episode j takes at least and at most (1 and H: until all are over)
+        if j < len(episode_steps):
+            fewest = most = int(episode_steps[j])
+        else:
+            fewest, most = (H if simulated is not None and j == k - 1 else 1), H
+        if simulated is not None:
+            env.active[~simulated] = False
+        live = bool(env.active.any())
+        for t in range(most):
             mask_buf[j, t] = env.active
             if act is not None:
                 actions = act(torch.from_numpy(obs_buf[j, t]), generator)
@@ -90,9 +107,12 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
                 actions, new_state = policy.step(torch.from_numpy(obs_buf[j, t]), state,
                                                  *feedback, generator)
             act_buf[j, t] = actions.numpy() if isinstance(actions, torch.Tensor) else actions
-            step = env.step(act_buf[j, t])
-            obs_buf[j, t + 1], rew_buf[j, t], term_buf[j, t] = (step.obs, step.reward,
-                                                                step.terminated)
+            if live:
+                step = env.step(act_buf[j, t])
+                obs_buf[j, t + 1], rew_buf[j, t], term_buf[j, t] = (step.obs, step.reward,
+                                                                    step.terminated)
+            else:  # a share whose environments are over: the policy acts on (for its noise)
+                obs_buf[j, t + 1] = obs_buf[j, t]
             if stateful or track_feedback:  # memoryless policies skip this bookkeeping
                 was_active = mask_buf[j, t] > 0
             if stateful and not was_active.all():
@@ -103,7 +123,8 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
                 np.copyto(prev_reward, rew_buf[j, t], where=was_active)
                 ended = term_buf[j, t] | (t == H - 1)
                 np.copyto(prev_done, ended.astype(np.float32), where=was_active)
-            if not env.active.any():
+            live = bool(env.active.any())
+            if not live and t + 1 >= fewest:
                 break
 
     def tnl(a):  # slot-major [k, H, T, N, ...] → [T, N, k·H, ...]
@@ -131,6 +152,14 @@ class Sampler:
                horizon: int | None = None, trial_episodes: int = 1) -> Episodes:
         raise NotImplementedError
 
+    def metrics(self) -> dict[str, float]:
+        """The backend's own numbers since the previous call, for a metrics.csv row (the Ray
+        backend: ``sampler/restarts``); none for an in-process backend."""
+        return {}
+
+    def close(self) -> None:
+        """Free the backend's workers (nothing for an in-process backend)."""
+
 
 class LocalSampler(Sampler):
     """The default backend: the family's batched simulator in this process, T·N environments in
@@ -154,4 +183,3 @@ class LocalSampler(Sampler):
         with single_torch_thread():
             return rollout(env, policy, tasks, rng, horizon or self.family.horizon,
                            trial_episodes)
-
