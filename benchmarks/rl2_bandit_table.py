@@ -1,12 +1,14 @@
-"""RL²'s row of RL² Table 1 from a trained run, beside our classical baselines on the SAME tasks.
+"""RL²'s (or SNAIL's) row of RL² Table 1 from a trained run, beside our classical baselines on the
+SAME tasks.
 
     python benchmarks/rl2_bandit_table.py RUN_DIR [RUN_DIR ...] [--tasks 1000]
 
-Each run folder holds an `rl2` run on a ``bandit-kK`` family whose ``trial_episodes`` is n. The
-tasks and the rollout seed of cell (n, k) are those of ``benchmarks/classical_tables.py`` (seed
-0), so the rows line up with its table; Random, Greedy, Thompson sampling and the Gittins index
-(no tuning needed) are run here again on those tasks. Prints mean total reward ± the 95% CI
-half-width, the paper's value in brackets, and the wall time.
+Each run folder holds an `rl2` or `snail` run on a ``bandit-kK`` family whose
+``trial_episodes`` is n. The tasks and the rollout seed of cell (n, k) are those of
+``benchmarks/classical_tables.py`` (seed 0), so the rows line up with its table; Random, Greedy,
+Thompson sampling and the Gittins index (no tuning needed) are run here again on those tasks.
+Prints mean total reward ± the 95% CI half-width, the paper's value in brackets (RL² Table 1;
+SNAIL Table 3 for a SNAIL run), and the wall time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ PAPER = {  # RL² Table 1: (n, k) → Random, Gittins, TS, Greedy, RL²
     (10, 50): (5.1, 6.5, 5.2, 6.5, 6.8), (100, 5): (49.9, 78.3, 74.7, 74.8, 78.7),
     (100, 10): (49.9, 82.8, 76.7, 77.1, 83.5), (100, 50): (49.8, 85.2, 64.5, 78.0, 84.9),
 }
+SNAIL_PAPER = {  # SNAIL Table 3 (Mishra et al. 2018): (n, k) → SNAIL
+    (10, 5): 6.6, (10, 10): 6.7, (10, 50): 6.7, (100, 5): 79.1, (100, 10): 83.5, (100, 50): 85.1,
+}
 
 
 def _cell(totals: np.ndarray, paper: float) -> str:
@@ -44,8 +49,8 @@ def main(argv=None):
     parser.add_argument("--tasks", type=int, default=1000)
     args = parser.parse_args(argv)
     configure_threads()
-    print("| n, k | Random | Greedy | TS | Gittins | RL² (ours) | iterations | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| n, k | Random | Greedy | TS | Gittins | method | ours | iterations | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         start = time.perf_counter()
         algo, config, info = load_run(run)
@@ -53,7 +58,9 @@ def main(argv=None):
         k = family.act_dim
         tasks = family.sample(args.tasks, np.random.default_rng([0, n, k]))
         seed = [0, 7, n, k]
-        paper = PAPER.get((n, k), (float("nan"),) * 5)
+        paper = list(PAPER.get((n, k), (float("nan"),) * 5))
+        if algo.name == "snail":
+            paper[4] = SNAIL_PAPER.get((n, k), float("nan"))
         row = [run_baseline(policy, family, tasks, n, np.random.default_rng(seed))
                for policy in (RandomArm(k), GreedyArm(k), ThompsonSampling(k),
                               GittinsIndex(k, horizon=n))]
@@ -61,7 +68,8 @@ def main(argv=None):
             trials = algo.sampler.sample(algo.policy.actor(), tasks, np.random.default_rng(seed),
                                          1, trial_episodes=n)
         rl2 = trials.trial_episode_returns().sum(-1).flatten().double().numpy()
-        cells = [_cell(t, p) for t, p in zip(row, paper[:4])] + [_cell(rl2, paper[4])]
+        cells = ([_cell(t, p) for t, p in zip(row, paper[:4])]
+                 + [algo.name, _cell(rl2, paper[4])])
         print(f"| {n}, {k} | " + " | ".join(cells) +
               f" | {info['iteration']} | {time.perf_counter() - start:.0f} |")
 
