@@ -57,11 +57,17 @@ def _rewrite_checkpoint(run: Path, change) -> None:
     write_run_checkpoint(folder, 2, payload)
 
 
-def _set_tensor(payload, value):
+def _first_tensor_slot(payload):
+    """The dict holding the algorithm state's first tensor, and its key there."""
     *parents, last = _first_tensor_path(payload["algorithm"])
     node = payload["algorithm"]
     for key in parents:
         node = node[key]
+    return node, last
+
+
+def _set_tensor(payload, value):
+    node, last = _first_tensor_slot(payload)
     if value is None:
         del node[last]
     else:
@@ -129,10 +135,7 @@ def ws(tmp_path_factory):
 
 
 def _poison(payload, value):
-    *parents, last = _first_tensor_path(payload["algorithm"])
-    node = payload["algorithm"]
-    for key in parents:
-        node = node[key]
+    node, last = _first_tensor_slot(payload)
     node[last] = node[last].clone()
     node[last].view(-1)[0] = value
 

@@ -56,7 +56,7 @@ import torch
 from ..envs import action_bounds
 from ..errors import NonFiniteError
 from ..nets import GaussianMLPPolicy, Params
-from ..nets.dynamics import DynamicsModel
+from ..nets.dynamics import DynamicsModel, load_model_training_state, model_training_state
 from ..optim import (
     TRPOOptions,
     estimate_advantages,
@@ -502,19 +502,13 @@ class ModelBasedMeta(MetaAlgorithm):
 
     # ── checkpoints ──
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "model_config": self.model.config(),
-                "model_opt": self.model_opt.state_dict(), "data": self.data.state_dict(),
+        return {**model_training_state(self.model, self.model_opt, self.data),
                 "psi": None if self.psi is None else self.psi.tolist(),
                 "visited": [list(v) for v in self.visited], "real_samples": self.real_samples,
                 "iteration": self.iteration}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["model_config"] != self.model.config():
-            raise ValueError(f"checkpoint's dynamics model {state['model_config']} does not "
-                             f"match this config's {self.model.config()}")
-        self.model.load_state_dict(state["model"])
-        self.model_opt.load_state_dict(state["model_opt"])
-        self.data.load_state_dict(state["data"])
+        load_model_training_state(self.model, self.model_opt, self.data, state)
         self.psi = None if state["psi"] is None else np.asarray(state["psi"], dtype=np.float64)
         self.visited = [list(v) for v in state["visited"]]
         self.real_samples = int(state["real_samples"])

@@ -50,7 +50,7 @@ import torch
 
 from ..envs import action_bounds
 from ..errors import AdaptrlError
-from ..nets.dynamics import DynamicsModel
+from ..nets.dynamics import DynamicsModel, load_model_training_state, model_training_state
 from ..optim.mpc import MPCPolicy, PlannerOptions
 from ..options import Activation
 from ..resources import episode_bytes, mlp_parameters, transition_bytes
@@ -326,17 +326,11 @@ class GrBAL(MetaAlgorithm):
 
     # ── checkpoints ──
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "model_config": self.model.config(),
-                "model_opt": self.model_opt.state_dict(), "data": self.data.state_dict(),
+        return {**model_training_state(self.model, self.model_opt, self.data),
                 "real_samples": self.real_samples, "iteration": self.iteration}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["model_config"] != self.model.config():
-            raise ValueError(f"checkpoint's dynamics model {state['model_config']} does not "
-                             f"match this config's {self.model.config()}")
-        self.model.load_state_dict(state["model"])
-        self.model_opt.load_state_dict(state["model_opt"])
-        self.data.load_state_dict(state["data"])
+        load_model_training_state(self.model, self.model_opt, self.data, state)
         self.real_samples = int(state["real_samples"])
         self.iteration = int(state["iteration"])
 

@@ -247,3 +247,20 @@ class DynamicsModel(nn.Module):
         normalized Δs (so dimensions count alike)."""
         pred = self.predict(obs, act)
         return float((((pred - next_obs) / self.delta_std) ** 2).mean())
+
+
+def model_training_state(model: DynamicsModel, optimizer, data) -> dict:
+    """A model-based method's checkpoint entries for its model, the model's optimizer and its
+    transition data (``data``: anything with ``state_dict``)."""
+    return {"model": model.state_dict(), "model_config": model.config(),
+            "model_opt": optimizer.state_dict(), "data": data.state_dict()}
+
+
+def load_model_training_state(model: DynamicsModel, optimizer, data, state: dict) -> None:
+    """Restore what `model_training_state` saved; a model of another shape is a ValueError."""
+    if state["model_config"] != model.config():
+        raise ValueError(f"checkpoint's dynamics model {state['model_config']} does not "
+                         f"match this config's {model.config()}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["model_opt"])
+    data.load_state_dict(state["data"])
