@@ -13,7 +13,7 @@ FLOORS = {
     "errors": 0, "options": 0, "timing": 0, "atomic": 0, "resources": 0, "names": 0, "progress": 0,
     "tasks": 1, "envs": 2, "sampling": 3, "nets": 3, "optim": 4, "algos": 5, "eval": 6,
     # the product surface
-    "config": 7, "checkpoint": 7, "runner": 8, "bench": 8, "api": 9, "cli": 9,
+    "config": 7, "checkpoint": 7, "runner": 8, "bench": 8, "sweep": 8, "api": 9, "cli": 9,
     "demo": 10,
 }
 LEAVES = {name for name, floor in FLOORS.items() if floor == 0}

@@ -354,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parsers(sub)
     _add_train_parser(sub)
     _add_oracle_parsers(sub)
+    _add_sweep_parser(sub)
     return parser
 
 
@@ -668,6 +669,77 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="train and evaluate every combination of methods × families × presets "
+                      "× seeds (on Ray, or local processes), then compare them over seeds",
+        description="One run per combination, each `adaptrl train` then `adaptrl eval` with its "
+                    "threads pinned to --cpus-per-run; then one `adaptrl compare` per family "
+                    "aggregated over seeds. Run the same command again to continue a killed "
+                    "sweep: finished runs are skipped, interrupted ones resume, failed ones are "
+                    "retried.")
+    sweep.add_argument("--algos", required=True, metavar="A,B", help="methods, like maml,fomaml")
+    sweep.add_argument("--families", required=True, metavar="F,G",
+                       help="task families, like point-nav,cheetah-vel")
+    sweep.add_argument("--presets", default=None, metavar="P,Q",
+                       help="presets, each run with every method (default: the methods' "
+                            "defaults)")
+    sweep.add_argument("--seeds", default="0", metavar="SEEDS", help="like 0-4 or 0,3,7 (0)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field in every run (repeatable)")
+    sweep.add_argument("--out", default="runs/sweep",
+                       help="the sweep folder (runs/sweep); the same --out continues a sweep")
+    sweep.add_argument("--backend", choices=("ray", "local"), default=None,
+                       help="ray: one Ray task per run (the default when Ray is installed); "
+                            "local: child processes of this one")
+    sweep.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                       help="a running Ray cluster (default: start a local one)")
+    sweep.add_argument("--jobs", type=_positive_int, default=None,
+                       help="runs at once with --backend local (cores / --cpus-per-run)")
+    sweep.add_argument("--cpus-per-run", type=_positive_int, default=1,
+                       help="CPUs each run asks for; its torch/MuJoCo threads are pinned to "
+                            "it (1)")
+    sweep.add_argument("--eval-split", choices=EVAL_SPLITS, default="test",
+                       help="the split each run is evaluated on (test)")
+    sweep.add_argument("--eval-tasks", type=_positive_int, default=40,
+                       help="evaluation tasks (40)")
+    sweep.add_argument("--eval-episodes", type=_positive_int, default=20,
+                       help="evaluation episodes per task and budget (20)")
+    sweep.add_argument("--eval-seed", type=_seed_arg, default=0, help="evaluation seed (0)")
+    sweep.add_argument("--eval-steps", type=_steps_arg, default=None,
+                       help="budgets, like 0,1,2,3 (each method's default)")
+    sweep.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+def cmd_sweep(args) -> int:
+    import importlib.util
+
+    from .sweep import SweepSpec, parse_list, parse_seeds, run_sweep
+
+    backend = args.backend
+    if backend is None:
+        backend = "ray" if importlib.util.find_spec("ray") is not None else "local"
+        if backend == "local":
+            if args.ray_address is not None:
+                raise AdaptrlError("--ray-address needs Ray, which is not installed: "
+                                   "pip install 'adaptrl[ray]'")
+            print("adaptrl: Ray is not installed (pip install 'adaptrl[ray]'): the sweep runs "
+                  "as local processes", file=sys.stderr)
+    if args.jobs is not None and backend != "local":
+        raise AdaptrlError("--jobs is for --backend local; on Ray, --cpus-per-run sets how "
+                           "many runs fit")
+    presets = parse_list(args.presets, "--presets") if args.presets else [None]
+    spec = SweepSpec(algos=parse_list(args.algos, "--algos"),
+                     families=parse_list(args.families, "--families"), presets=presets,
+                     seeds=parse_seeds(args.seeds), overrides=list(args.set),
+                     eval_split=args.eval_split, eval_tasks=args.eval_tasks,
+                     eval_episodes=args.eval_episodes, eval_seed=args.eval_seed,
+                     eval_steps=args.eval_steps, cpus_per_run=args.cpus_per_run)
+    _check_output(args.out, "--out", folder=True)
+    return run_sweep(spec, args.out, backend=backend, address=args.ray_address, jobs=args.jobs,
+                     progress=not args.no_progress)
+
+
 def _hidden_arg(text: str) -> list[int]:
     try:
         sizes = [int(h) for h in text.split(",")]
@@ -816,10 +888,14 @@ def cmd_plot_tasks(args) -> int:
 
 COMMANDS = {"envs": cmd_envs, "bench": cmd_bench, "normalizer": cmd_normalizer, "eval": cmd_eval,
             "compare": cmd_compare, "train": cmd_train}
-COMMANDS.update({"oracle": cmd_oracle, "plot-tasks": cmd_plot_tasks, "baselines": cmd_baselines})
+COMMANDS.update({"oracle": cmd_oracle, "plot-tasks": cmd_plot_tasks, "baselines": cmd_baselines,
+                 "sweep": cmd_sweep})
 
 
 def main(argv=None) -> int:
+    from .sweep import die_with_parent
+
+    die_with_parent()  # a sweep's child process ends with the sweep
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # `adaptrl` alone: the list of commands

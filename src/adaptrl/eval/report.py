@@ -11,6 +11,10 @@ Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and 
 (every run's adaptation curve on one plot); with an oracle also the worst-case gap table (in
 compare.md), compare_worst_gap.png and, for a shared 2-D grid, compare_heatmaps.png (see
 `adaptrl.eval.gap_report`); compare.md links the runs' videos (`adaptrl eval --video`).
+When some runs differ only in their seed (`adaptrl.eval.seeds`), compare.md starts with the
+table aggregated over seeds (mean and 95% t-interval over seeds per budget, the per-seed table
+below it), compare.png has one band per method over seeds, compare_runs.png every run's own
+curve, compare.json the numbers.
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas), never pyplot's global state, so
 they work headless and in threads.
@@ -18,6 +22,7 @@ they work headless and in threads.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -44,6 +49,7 @@ from .report_common import (
     same_tasks,
     save_png,
 )
+from .seeds import format_seed_table, plot_seed_groups, seed_groups, seed_summary
 from .video import video_links
 
 
@@ -306,6 +312,9 @@ def write_compare(run_dirs, split: str, out_dir=None, progress: bool = False
         entries = load_compare_entries(run_dirs, split)
         out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
         table = format_compare_table(entries, split)
+        groups = seed_groups(entries)  # runs that differ only in seed: aggregated first
+        if groups is not None:
+            table = (format_seed_table(groups, split) + "\nPer seed:\n\n" + table)
         bar.update(1)
         bar.set_postfix_str("worst case", refresh=True)
         worst_table, worst_paths = write_worst_case(entries, split, out_dir)
@@ -316,7 +325,14 @@ def write_compare(run_dirs, split: str, out_dir=None, progress: bool = False
             table = table + "\n" + videos
         bar.update(1)
         bar.set_postfix_str("plot", refresh=True)
-        paths = {"table": write_file(out_dir / "compare.md", table.encode()),
-                 "plot": plot_compare(entries, split, out_dir / "compare.png"), **worst_paths}
+        paths = {"table": write_file(out_dir / "compare.md", table.encode())}
+        if groups is None:
+            paths["plot"] = plot_compare(entries, split, out_dir / "compare.png")
+        else:  # one band per method over seeds; every run's own curve beside it
+            paths["plot"] = plot_seed_groups(groups, split, out_dir / "compare.png")
+            paths["runs_plot"] = plot_compare(entries, split, out_dir / "compare_runs.png")
+            paths["json"] = write_file(out_dir / "compare.json", json.dumps(
+                seed_summary(groups, split), indent=1).encode())
+        paths.update(worst_paths)
         bar.update(1)
     return table, paths

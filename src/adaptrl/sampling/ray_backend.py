@@ -110,12 +110,15 @@ def _one_line(error: BaseException) -> str:
 
 def start_ray(address: str | None = None, workers: int = 1) -> bool:
     """Connect to the Ray cluster at ``address``, or start a local one with a CPU per core (at
-    least ``workers``), unless Ray is already initialised; whether this call started it."""
+    least ``workers``; ``ADAPTRL_RAY_CPUS`` sets another count), unless Ray is already
+    initialised; whether this call started it."""
     if ray.is_initialized():
         return False
+    cpus = os.environ.get("ADAPTRL_RAY_CPUS", "")
+    cpus = int(cpus) if cpus.isdigit() and int(cpus) > 0 else os.cpu_count() or 1
     try:
         if address is None:
-            ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+            ray.init(num_cpus=max(workers, cpus), include_dashboard=False,
                      log_to_driver=True)
         else:
             ray.init(address=address, include_dashboard=False, log_to_driver=True)
