@@ -104,6 +104,7 @@ def _check_finished(out: Path) -> None:
         ("maml", [0, 1]), ("fomaml", [0, 1])]
     assert all(len(g["mean"]) == 2 and g["ci95"][0] is not None for g in summary["groups"])
     assert (out / "compare-point-nav" / "compare.png").is_file()
+    assert "| maml | point-nav | smoke | 2 |" in (out / "times.md").read_text()
 
 
 def test_sweep_killed_once_then_restarted_completes_every_run_local(tmp_path):

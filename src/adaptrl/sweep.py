@@ -283,8 +283,8 @@ def _result_of(name: str, get) -> dict:
 # ─── the driver ─────────────────────────────────────────────────────────────────────────────
 def _job(spec: SweepSpec, run: SweepRun, out: Path) -> dict:
     run_dir = out / "runs" / run.name
-    train = ["train", run.algo, run.family, "--seed", str(run.seed), "--out", str(run_dir),
-             "--no-progress"]
+    # train's progress: a line per checkpoint in the log (it is not a terminal)
+    train = ["train", run.algo, run.family, "--seed", str(run.seed), "--out", str(run_dir)]
     if run.preset is not None:
         train += ["--preset", run.preset]
     for item in spec.overrides:
@@ -440,6 +440,39 @@ def run_sweep(spec: SweepSpec, out, backend: str = "ray", address: str | None = 
     return _finish(spec, out, runs, status, progress)
 
 
+def _training_seconds(run_dir: Path) -> float | None:
+    """The run's training wall time over all its sessions: the last ``elapsed_s`` of its
+    metrics.csv (None when it cannot be read)."""
+    import csv
+
+    try:
+        with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return float(rows[-1]["elapsed_s"]) if rows else None
+    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _times_table(out: Path, runs: list[SweepRun], status: dict) -> str:
+    """Markdown: per method, family and preset, the mean training wall time (over all of a
+    run's sessions) and evaluation time over its seeds."""
+    groups: dict[tuple, list[SweepRun]] = {}
+    for r in runs:
+        groups.setdefault((r.algo, r.family, r.preset), []).append(r)
+    lines = ["wall time per run, mean over seeds (each run on its own CPUs; training over all "
+             "of its sessions)", "",
+             "| method | family | preset | seeds | train s | eval s |",
+             "|---|---|---|---:|---:|---:|"]
+    for (algo, family, preset), members in groups.items():
+        train = [t for t in (_training_seconds(out / "runs" / r.name) for r in members)
+                 if t is not None]
+        evals = [status.get(r.name, {}).get("eval_s", 0.0) for r in members]
+        mean_train = f"{sum(train) / len(train):.1f}" if train else "—"
+        lines.append(f"| {algo} | {family} | {preset or 'default'} | {len(members)} | "
+                     f"{mean_train} | {sum(evals) / len(evals):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _finish(spec: SweepSpec, out: Path, runs: list[SweepRun], status: dict,
             progress: bool) -> int:
     """The per-run summary and one compare per family over its finished runs."""
@@ -455,9 +488,14 @@ def _finish(spec: SweepSpec, out: Path, runs: list[SweepRun], status: dict,
         else:
             line += f"  {entry.get('error')}  (log: {out / 'logs' / (r.name + '.log')})"
         print(line)
+    finished = [r for r in runs if r not in failed]
+    if finished:
+        times = _times_table(out, finished, status)
+        atomic_write_text(out / "times.md", times)
+        print()
+        print(times)
     for family in spec.families:
-        done = [out / "runs" / r.name for r in runs
-                if r.family == family and r not in failed]
+        done = [out / "runs" / r.name for r in finished if r.family == family]
         if not done:
             continue
         table, paths = write_compare(done, spec.eval_split, out / f"compare-{family}",
