@@ -14,3 +14,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ─── Meta-World (the optional extra; `make test-metaworld` runs its tests on mujoco 3.3.0) ──
+def metaworld_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("metaworld") is not None
+
+
+needs_metaworld = pytest.mark.skipif(not metaworld_installed(),
+                                     reason="Meta-World is not installed (make test-metaworld)")
+
+
+def family_params(names):
+    """``names`` as pytest parameters, the Meta-World families skipped without metaworld."""
+    from adaptrl.names import METAWORLD_FAMILIES
+
+    return [pytest.param(n, marks=needs_metaworld) if n in METAWORLD_FAMILIES else n
+            for n in names]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import family_params
 from gymnasium.utils import seeding
 
 from adaptrl.envs import make_batch_env
@@ -431,7 +432,7 @@ def test_empty_batch_rejected(family, T, N):
 
 
 # ─── 7. every registered family ──────────────────────────────────────────────────────────────
-@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("name", family_params(REGISTRY))
 def test_every_family_runs(name):
     family = REGISTRY[name]
     T, N = 2, 2

@@ -9,6 +9,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import family_params
 from gymnasium.utils import seeding
 from gymnasium.utils.env_checker import check_env
 
@@ -35,7 +36,7 @@ def test_every_family_is_registered():
     assert REGISTRY["cheetah-vel"].gym_id == "adaptrl/CheetahVel-v0"
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("name", family_params(REGISTRY))
 def test_check_env(name):
     env = gym.make(REGISTRY[name].gym_id).unwrapped
     with warnings.catch_warnings():

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from adaptrl.errors import AdaptrlError, UnknownNameError
+from adaptrl.names import METAWORLD_FAMILIES
 from adaptrl.tasks import (
     REGISTRY,
     BoxSplit,
@@ -36,7 +37,9 @@ from adaptrl.tasks.families import (
     register,
 )
 
-ALL = sorted(REGISTRY)
+# Meta-World's families (ψ = a task index, rewards from its simulator) are tested in
+# tests/test_metaworld.py
+ALL = sorted(n for n, f in REGISTRY.items() if f.body != "metaworld")
 MAZES = {"maze-small", "maze-large"}  # ψ is the maze (walls, start, goal cells)
 # ψ changes the physics, not the reward
 PSI_FREE = {"hopper-params", "walker-params", "cheetah-crippled"} | MAZES
@@ -761,7 +764,7 @@ def test_task_count_accepts_numpy_integers():
 def test_registering_a_name_twice_is_rejected():
     with pytest.raises(ValueError, match="already registered"):
         register(REGISTRY["point-nav"])
-    assert len(REGISTRY) == len(ALL)
+    assert len(REGISTRY) == len(ALL) + len(METAWORLD_FAMILIES)
 
 
 def test_family_construction_validates_bounds_and_splits():

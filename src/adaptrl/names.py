@@ -10,6 +10,29 @@ ALGORITHM_NAMES = ("maml", "fomaml", "reptile", "random", "pretrain", "oracle", 
                    "mb-mpc-finetune")
 """The CLI names of the built-in methods, in registry order."""
 
+METAWORLD_ML1_TYPES = (
+    "assembly", "basketball", "bin-picking", "box-close", "button-press-topdown",
+    "button-press-topdown-wall", "button-press", "button-press-wall", "coffee-button",
+    "coffee-pull", "coffee-push", "dial-turn", "disassemble", "door-close", "door-lock",
+    "door-open", "door-unlock", "hand-insert", "drawer-close", "drawer-open", "faucet-open",
+    "faucet-close", "hammer", "handle-press-side", "handle-press", "handle-pull-side",
+    "handle-pull", "lever-pull", "pick-place-wall", "pick-out-of-hole", "pick-place",
+    "plate-slide", "plate-slide-side", "plate-slide-back", "plate-slide-back-side",
+    "peg-insert-side", "peg-unplug-side", "soccer", "stick-push", "stick-pull", "push",
+    "push-wall", "push-back", "reach", "reach-wall", "shelf-place", "sweep-into", "sweep",
+    "window-open", "window-close",
+)
+"""Meta-World's v3 task types (``reach`` for ``reach-v3``), in metaworld.env_dict's order:
+one ``mw-ml1-<type>`` family each (the optional extra ``adaptrl[metaworld]``)."""
+
+METAWORLD_FAMILIES = tuple(f"mw-ml1-{t}" for t in METAWORLD_ML1_TYPES) + ("mw-ml10", "mw-ml45")
+
+
+def gym_name(family_name: str) -> str:
+    """``cheetah-vel-hard`` → ``CheetahVelHard``; ``ant-dir-2d`` → ``AntDir2d``."""
+    return "".join(part[:1].upper() + part[1:] for part in family_name.split("-"))
+
+
 FAMILY_GYM_IDS = {
     "point-nav": "adaptrl/PointNav-v0",
     "point-nav-sq": "adaptrl/PointNavSq-v0",
@@ -37,7 +60,7 @@ FAMILY_GYM_IDS = {
     "tabular-mdp": "adaptrl/TabularMdp-v0",
     "maze-small": "adaptrl/MazeSmall-v0",
     "maze-large": "adaptrl/MazeLarge-v0",
-}
+} | {name: f"adaptrl/{gym_name(name)}-v0" for name in METAWORLD_FAMILIES}
 """The built-in task families by name, with their Gymnasium ids, in registry order."""
 
 FAMILY_NAMES = tuple(FAMILY_GYM_IDS)
@@ -45,7 +68,7 @@ FAMILY_NAMES = tuple(FAMILY_GYM_IDS)
 FAMILY_HORIZONS = {name: 200 for name in FAMILY_NAMES} | {
     "point-nav": 100, "point-nav-sq": 100, "bandit-k5": 1, "bandit-k10": 1, "bandit-k50": 1,
     "tabular-mdp": 10, "maze-small": 250, "maze-large": 1000,
-}
+} | {name: 500 for name in METAWORLD_FAMILIES}
 """Each built-in family's episode length H: the ``max_episode_steps`` of its Gymnasium id."""
 
 

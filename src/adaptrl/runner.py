@@ -169,6 +169,7 @@ def train(algo_name, family_name, preset: str | None = None, overrides=(),
         record = {"algo": algo_cls.name, "family": family.name,
                   "seed": seed if seed is not None else 0, "preset": preset}
         _refuse_existing_run(run_dir)
+    algo_cls.check_family(family)
     refuse_oversized(algo_cls, config, family)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     with _run_lock(run_dir):

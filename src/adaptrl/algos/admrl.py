@@ -152,6 +152,7 @@ class ModelBasedMeta(MetaAlgorithm):
     """Algorithm 1 with a task-selection rule chosen by the subclass (see module docstring)."""
 
     Config = AdMRLConfig
+    needs_reward_function = True  # virtual training and the task gradient evaluate r_ψ
     task_search = "uniform"
     budget_unit = "real samples"
     phases = ("virtual", "task_grad")

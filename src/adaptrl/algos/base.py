@@ -105,17 +105,32 @@ class MetaAlgorithm:
     """Which kinds of action spaces the method handles (False: continuous boxes, True: one of
     ``act_dim`` discrete actions); others are refused when the method is built."""
 
+    needs_reward_function: ClassVar[bool] = False
+    """The method evaluates the family's reward r_ψ(s, a, s') itself (model-based methods);
+    families whose simulator computes the reward (Meta-World) are refused."""
+
     def __init__(self, family: TaskFamily, config: BaseConfig, sampler: Sampler | None = None):
-        if family.discrete_actions not in self.discrete_actions:
-            kind = "discrete" if family.discrete_actions else "continuous"
-            raise AdaptrlError(f"{self.name or type(self).__name__} does not handle {kind} "
-                               f"actions, and '{family.name}' has them"
-                               + (self.discrete_hint if family.discrete_actions else ""))
+        self.check_family(family)
         self.family = family
         self.config = config
         self.iteration = 0  # set by the runner
         self.sampler = sampler if sampler is not None else LocalSampler(family)
         self.clock = PhaseClock()  # read by the runner
+
+    @classmethod
+    def check_family(cls, family: TaskFamily) -> None:
+        """An `AdaptrlError` (one line) if the method cannot run on ``family``: its kind of
+        actions, or a reward the method cannot evaluate."""
+        name = cls.name or cls.__name__
+        if family.discrete_actions not in cls.discrete_actions:
+            kind = "discrete" if family.discrete_actions else "continuous"
+            raise AdaptrlError(f"{name} does not handle {kind} actions, and '{family.name}' "
+                               "has them" + (cls.discrete_hint if family.discrete_actions else ""))
+        if cls.needs_reward_function and not family.reward_differentiable:
+            raise AdaptrlError(f"{name} is model-based: it needs the task's reward r_ψ(s, a, s') "
+                               f"as a function, and '{family.name}' computes its reward inside "
+                               "its simulator (Meta-World); use maml, fomaml, reptile, pearl, "
+                               "flap or rl2")
 
     @property
     def horizon(self) -> int:

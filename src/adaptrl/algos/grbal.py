@@ -190,6 +190,7 @@ class GrBAL(MetaAlgorithm):
     phases = ("model",)
     meta_trained = True  # the model's loss is the post-adaptation loss (MAML)
     online_adaptation = True  # the controller adapts while collecting training data
+    needs_reward_function = True  # the planner scores candidate actions with r_ψ
 
     def __init__(self, family, config: GrBALConfig, sampler=None):
         super().__init__(family, config, sampler)

@@ -22,6 +22,10 @@ def make_batch_env(family: TaskFamily | str, num_tasks: int, num_episodes: int,
 
         cls = BanditEnv if family.body == "bandit" else TabularMDPEnv
         return cls(family, num_tasks, num_episodes)
+    if family.body == "metaworld":
+        from .metaworld_env import MetaWorldBatchEnv
+
+        return MetaWorldBatchEnv(family, num_tasks, num_episodes)
     if family.body == "maze":
         from .maze import MazeEnv
 

@@ -33,11 +33,15 @@ class StepResult:
     obs: ``[T, N, obs_dim]`` float32, the observation after the step.
     reward: ``[T, N]`` float32 (0 where the environment had already finished).
     terminated: ``[T, N]`` bool, True where the episode ended on this step.
+    success: ``[T, N]`` bool, the task's success flag after this step (False where the
+        environment had already finished), for environments that define success (Meta-World's
+        ``info["success"]``); None for the others.
     """
 
     obs: np.ndarray
     reward: np.ndarray
     terminated: np.ndarray
+    success: np.ndarray | None = None
 
 
 class PicklesFamilyByName:

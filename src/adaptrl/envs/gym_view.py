@@ -107,9 +107,12 @@ class TaskEnv(gym.Env):
         self._done = terminated
         if self.render_mode == "human":
             self.render()
+        info = {"task": self._episode_task.copy()}
+        if result.success is not None:  # families that define success (Meta-World)
+            info["success"] = bool(result.success[0, 0])
         # truncation is the TimeLimit wrapper's (gym.make adds it at the family's horizon)
         return (result.obs[0, 0].astype(np.float64), float(result.reward[0, 0]), terminated,
-                False, {"task": self._episode_task.copy()})
+                False, info)
 
     def render(self):
         """``rgb_array``: the current frame ``[height, width, 3]`` uint8; ``human``: show it;

@@ -30,6 +30,15 @@ episodes, and compare with the oracle return A*(ψ). The result is one plain dic
       "run": {"dir": str, "seed": int, "iteration": int, "checkpoint": str}   # `adaptrl eval`
     }
 
+Families whose environment reports success (Meta-World: ``info["success"]`` at any step of an
+episode) add, per task, ``"success": [rate for n in steps]`` (the fraction of its N evaluation
+episodes that succeeded; every episode counts, none is dropped for finishing late) and, in the
+summary, ``"success": [...]`` and ``"success_ci95": [...]`` (the mean over tasks, i.e. averaged
+within each task, then across tasks). Meta-World families also record each task's
+``"task_type"`` (``reach-v3``), the summary's ``"success_by_type": {type: [...]}`` (the
+benchmark's per-type numbers, averaged over that type's goals) and a top-level ``"benchmark"``
+block (metaworld and mujoco versions, benchmark seed, reward version, goals per type).
+
 Files: ``RUN_DIR/eval/<split>/eval.json`` (see `eval_dir`), written atomically.
 """
 
@@ -206,6 +215,7 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
 
     sampler = getattr(algo, "sampler", None) or LocalSampler(family)
     returns = np.full((len(steps), T), np.nan)  # [B, T]
+    success = np.full((len(steps), T), np.nan)  # [B, T]; stays NaN if no success is reported
     for b, budget_rng in enumerate(rollout_rngs):
         bar.set_postfix_str(f"rollouts after {steps[b]}", refresh=True)
         group_rngs = [budget_rng] if len(groups) == 1 else budget_rng.spawn(len(groups))
@@ -214,6 +224,9 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
                 batch = sampler.sample(adapted[b].policy, tasks[index], group_rng, episodes,
                                        horizon=horizon)
             returns[b, index] = batch.episode_returns().to(torch.float64).mean(1).numpy()
+            succeeded = batch.episode_success()  # [T', N] bool, or None
+            if succeeded is not None:
+                success[b, index] = succeeded.to(torch.float64).mean(1).numpy()
         bar.update(1)
     nonfinite = sorted(set(failed) | set(np.flatnonzero(~np.isfinite(returns).all(0)).tolist()))
     healthy = np.setdiff1d(np.arange(T), nonfinite)
@@ -230,6 +243,20 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
         for j, i in enumerate(index):
             records[i]["adapt_ms"] = [r.seconds * 1000.0 / len(index) for r in adapted]
             records[i]["samples"] = [int(np.asarray(r.samples).reshape(-1)[j]) for r in adapted]
+    summary = summarize(returns[:, healthy], None if oracle is None else oracle[healthy])
+    if not np.isnan(success).all():  # the family reports success
+        for i in range(T):
+            records[i]["success"] = [None if math.isnan(v) else float(v) for v in success[:, i]]
+        summary.update(success_summary(success[:, healthy]))
+    extra = {}
+    if hasattr(family, "task_type"):  # Meta-World: the benchmark's task types and provenance
+        types = [family.task_type(int(psi[0])) for psi in tasks]
+        for record, task_type in zip(records, types):
+            record["task_type"] = task_type
+        summary["success_by_type"] = {
+            name: success[:, [i for i in healthy if types[i] == name]].mean(1).tolist()
+            for name in dict.fromkeys(types[i] for i in healthy)}
+        extra["benchmark"] = family.provenance()
     return {
         "algo": _algo_name(algo),
         "family": family.name,
@@ -243,8 +270,20 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
         "oracle_kind": None if oracle is None or oracle_info is None else oracle_info.kind,
         "tasks": records,
         "nonfinite_tasks": nonfinite,
-        "summary": summarize(returns[:, healthy], None if oracle is None else oracle[healthy]),
+        "summary": summary,
+        **extra,
     }
+
+
+def success_summary(success: np.ndarray) -> dict:
+    """``success [B, T]`` (each task's success rate per budget) → the summary's ``success``
+    (mean over tasks) and ``success_ci95`` (as for returns; null for a single task)."""
+    success = np.asarray(success, dtype=np.float64)
+    if success.shape[1] == 0:
+        nothing = [None] * success.shape[0]
+        return {"success": nothing, "success_ci95": nothing}
+    return {"success": success.mean(1).tolist(),
+            "success_ci95": [ci95_half_width(row) for row in success]}
 
 
 def _adapt_in_groups(algo, tasks: np.ndarray, steps: list[int], rng: np.random.Generator,

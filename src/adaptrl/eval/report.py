@@ -77,6 +77,10 @@ def format_table(result: dict) -> str:
         "| samples/task |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    success = s.get("success")  # families that report success (Meta-World)
+    if success is not None:
+        lines[-2] += " success (mean ± ci95) |"
+        lines[-1] += "---:|"
     for b, n in enumerate(result["steps"]):
         ci = s["ci95"][b]
         ret = format_number(s["mean"][b]) + ("" if ci is None else f" ± {ci:.2f}")
@@ -84,12 +88,20 @@ def format_table(result: dict) -> str:
         gap_max = None if s["gap_max"] is None else s["gap_max"][b]
         lines.append(f"| {n} | {ret} | {format_number(gap_mean)} | {format_number(gap_max)} | "
                      f"{format_number(s['oracle_mean'])} | {ms[b]:.1f} | {samples[b]:.0f} |")
+        if success is not None:
+            rate, rate_ci = success[b], s.get("success_ci95", [None] * len(success))[b]
+            lines[-1] += (" — |" if rate is None else f" {100 * rate:.1f}%"
+                          + ("" if rate_ci is None else f" ± {100 * rate_ci:.1f}") + " |")
     broken = result.get("nonfinite_tasks") or []
     if broken:
         shown = "; ".join(f"task {i} ψ={result['tasks'][i]['params']}" for i in broken[:5])
         lines += ["", f"Non-finite: {len(broken)} of {len(result['tasks'])} tasks met a NaN or "
                       f"infinity in adaptation or returns and are left out of the means "
                       f"({shown}{'; ...' if len(broken) > 5 else ''})."]
+    if success is not None:
+        lines += ["", "success: the fraction of evaluation episodes in which the task's success "
+                      "flag was set at any step (every episode counted), averaged within each "
+                      "task, then across tasks."]
     return "\n".join(lines) + "\n"
 
 

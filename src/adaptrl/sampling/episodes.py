@@ -19,7 +19,9 @@ class Episodes:
     obs, next_obs: ``[T, N, L, obs_dim]``; actions: ``[T, N, L, act_dim]``;
     rewards: ``[T, N, L]`` (0 after an episode ended); mask: ``[T, N, L]`` float, 1 where the
     step happened; terminated: ``[T, N, L]`` bool, True on the step that ended an episode by the
-    family's rule (not by the horizon); tasks: ``[T, k]`` the tasks' ψ (float64).
+    family's rule (not by the horizon); tasks: ``[T, k]`` the tasks' ψ (float64);
+    success: ``[T, N, L]`` bool where the environment reports a success flag at each step
+    (Meta-World's ``info["success"]``; False on masked steps), None where it reports none.
 
     Episode j of a trial occupies steps ``[j·H, (j+1)·H)`` of its row (`episode_index`,
     `episode_starts`); an episode that ends early leaves the rest of its slot masked, and the
@@ -36,6 +38,7 @@ class Episodes:
     terminated: torch.Tensor
     tasks: np.ndarray
     trial_episodes: int = 1
+    success: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.trial_episodes < 1 or self.obs.shape[2] % self.trial_episodes:
@@ -109,6 +112,15 @@ class Episodes:
         T, N, k = self.num_tasks, self.num_episodes, self.trial_episodes
         return (self.rewards * self.mask).reshape(T, N, k, -1).sum(-1)
 
+    def episode_success(self) -> torch.Tensor | None:
+        """Whether each episode succeeded, ``[T, N·k]`` bool: the environment reported success
+        at any step it took (Meta-World's definition); None when it reports no success."""
+        if self.success is None:
+            return None
+        T, N, k = self.num_tasks, self.num_episodes, self.trial_episodes
+        took = (self.success & (self.mask > 0)).reshape(T, N, k, -1)
+        return took.any(-1).reshape(T, N * k)
+
     def per_episode(self) -> Episodes:
         """The same steps as ``[T, N·k, H]`` plain episodes (itself without trials)."""
         if self.trial_episodes == 1:
@@ -120,7 +132,8 @@ class Episodes:
 
         return Episodes(split(self.obs), split(self.actions), split(self.rewards),
                         split(self.next_obs), split(self.mask), split(self.terminated),
-                        self.tasks)
+                        self.tasks,
+                        success=None if self.success is None else split(self.success))
 
     def feedback(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What the sampler fed a policy at each step as the previous step's action, reward and
@@ -194,7 +207,8 @@ class Episodes:
         return dataclasses.replace(
             self, obs=self.obs[:, :keep], actions=self.actions[:, :keep],
             rewards=self.rewards[:, :keep], next_obs=self.next_obs[:, :keep],
-            mask=self.mask[:, :keep], terminated=self.terminated[:, :keep])
+            mask=self.mask[:, :keep], terminated=self.terminated[:, :keep],
+            success=None if self.success is None else self.success[:, :keep])
 
     def task(self, i: int) -> Episodes:
         """The episodes of task ``i`` as a one-task container."""
@@ -204,7 +218,8 @@ class Episodes:
         index = torch.as_tensor(tasks, dtype=torch.long)
         return Episodes(self.obs[index], self.actions[index], self.rewards[index],
                         self.next_obs[index], self.mask[index], self.terminated[index],
-                        self.tasks[np.asarray(tasks)], self.trial_episodes)
+                        self.tasks[np.asarray(tasks)], self.trial_episodes,
+                        None if self.success is None else self.success[index])
 
 
 def _masked_reverse_scan(rewards, values, gamma, mask, lam=None):

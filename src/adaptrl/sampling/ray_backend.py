@@ -86,6 +86,8 @@ class SamplerWorker:
                   for name in FIELDS if name != "next_obs"}
         arrays["final_obs"] = np.ascontiguousarray(
             batch.next_obs[first:stop, :, horizon - 1::horizon].numpy())
+        if batch.success is not None:  # families that report success (Meta-World)
+            arrays["success"] = np.ascontiguousarray(batch.success[first:stop].numpy())
         if self.exit_after_sample:
             os._exit(1)
         return arrays, rng.bit_generator.state, time.perf_counter() - start
@@ -220,14 +222,15 @@ class RaySampler(Sampler):
             if agree:
                 break
             schedule = known
+        fields = FIELDS + (("success",) if "success" in results[0][0] else ())
         arrays = {name: np.concatenate([r[0][name] for r in results])
-                  for name in SENT}
+                  for name in SENT + fields[len(FIELDS):]}
         obs, next_obs = arrays["obs"], np.empty_like(arrays["obs"])
         next_obs[:, :, :-1] = obs[:, :, 1:]
         next_obs[:, :, H - 1::H] = arrays.pop("final_obs")
         arrays["next_obs"] = next_obs
         last = max(steps[k - 1] for steps in lengths)
-        for name in FIELDS:  # the batch's last episode took `last` steps: the rest is padding
+        for name in fields:  # the batch's last episode took `last` steps: the rest is padding
             view = arrays[name].reshape(*arrays[name].shape[:2], k, H, *arrays[name].shape[3:])
             view[:, :, k - 1, last + (name == "obs"):] = 0  # obs: the last next_obs comes after
         rng.bit_generator.state = results[0][1]
@@ -236,7 +239,7 @@ class RaySampler(Sampler):
                           "bytes_received": received, "passes": passes,
                           "call_s": time.perf_counter() - start,
                           "worker_rollout_s": max(r[2] for r in results)}
-        return Episodes(**{name: torch.from_numpy(arrays[name]) for name in FIELDS},
+        return Episodes(**{name: torch.from_numpy(arrays[name]) for name in fields},
                         tasks=tasks.copy(), trial_episodes=k)
 
     def _run(self, parts, snapshot_ref, tasks, rng, episodes, H, k, schedule) -> list:

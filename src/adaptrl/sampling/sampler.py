@@ -76,6 +76,7 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
     rew_buf = np.zeros((k, H, T, N), np.float32)
     mask_buf = np.zeros((k, H, T, N), np.float32)
     term_buf = np.zeros((k, H, T, N), bool)
+    success_buf = None  # made by the first step that reports success (Meta-World)
     # the previous step of each environment; the torch views share the arrays' memory
     prev_action = np.zeros((T, N, ad), np.float32)
     prev_reward = np.zeros((T, N), np.float32)
@@ -111,6 +112,10 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
                 step = env.step(act_buf[j, t])
                 obs_buf[j, t + 1], rew_buf[j, t], term_buf[j, t] = (step.obs, step.reward,
                                                                     step.terminated)
+                if step.success is not None:
+                    if success_buf is None:
+                        success_buf = np.zeros((k, H, T, N), bool)
+                    success_buf[j, t] = step.success
             else:  # a share whose environments are over: the policy acts on (for its noise)
                 obs_buf[j, t + 1] = obs_buf[j, t]
             if stateful or track_feedback:  # memoryless policies skip this bookkeeping
@@ -133,7 +138,8 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
 
     return Episodes(obs=tnl(obs_buf[:, :-1]), actions=tnl(act_buf), rewards=tnl(rew_buf),
                     next_obs=tnl(obs_buf[:, 1:]), mask=tnl(mask_buf), terminated=tnl(term_buf),
-                    tasks=np.array(env.tasks), trial_episodes=k)
+                    tasks=np.array(env.tasks), trial_episodes=k,
+                    success=None if success_buf is None else tnl(success_buf))
 
 
 class Sampler:

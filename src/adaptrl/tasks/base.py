@@ -25,6 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..names import gym_name
+
 MAX_GRID_POINTS = 1_000_000
 
 
@@ -191,6 +193,9 @@ class TaskFamily:
         discrete_actions: the body takes one of ``act_dim`` actions; actions travel as one-hot
             vectors ``[..., act_dim]`` (environments act on their argmax), so the sampler,
             `Episodes` and the previous-action feedback need no second layout.
+        reward_differentiable: ``reward`` is r_ψ(s, a, s') in torch, differentiable in ψ; False
+            where the simulator computes the reward itself (Meta-World), which the model-based
+            methods refuse.
     """
 
     name: str
@@ -212,6 +217,7 @@ class TaskFamily:
     weights: dict[str, float] = field(default_factory=dict)
     grid_shape: tuple[int, ...] = ()
     discrete_actions: bool = False
+    reward_differentiable: bool = True
 
     def __post_init__(self):
         self.low = np.asarray(self.low, dtype=np.float64)
@@ -332,7 +338,3 @@ def _check_count(n):
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of tasks must be a positive integer, got {n!r}")
 
-
-def gym_name(family_name: str) -> str:
-    """``cheetah-vel-hard`` → ``CheetahVelHard``; ``ant-dir-2d`` → ``AntDir2d``."""
-    return "".join(part[:1].upper() + part[1:] for part in family_name.split("-"))

@@ -672,3 +672,14 @@ def _maze(name: str) -> TaskFamily:
 
 for _name in MAZE_SIDES:
     register(_maze(_name))
+
+
+# ─── Meta-World (optional extra; see adaptrl.tasks.metaworld) ──────────────────────────────
+def _register_metaworld():
+    from .metaworld import metaworld_families
+
+    for family in metaworld_families():
+        register(family)
+
+
+_register_metaworld()
