@@ -213,3 +213,49 @@ def test_grbal_smoke_trains_and_evaluates_end_to_end(tmp_path, one_torch_thread)
     assert result["steps"] == [0, 1] and result["budget_unit"] == "online adaptation steps"
     assert all(np.isfinite(result["summary"]["mean"]))
     assert all(task["params"][0] == 0.0 for task in result["tasks"])  # the held-out joint
+    # the model's one-step error before/after adaptation and the planning time, per budget
+    model = result["model"]
+    assert [row["n"] for row in model] == [0, 1]
+    assert model[0]["error_before"] == model[0]["error_after"]  # n = 0 does not adapt
+    assert model[1]["error_after"] != model[1]["error_before"]
+    assert all(row["n_windows"] == 2 * (20 - 4) and row["envs"] == 2 for row in model)
+    assert all(0 < row["plan_ms_median"] <= row["plan_ms_p95"] for row in model)
+    table = (run_dir / "eval" / "test" / "eval.md").read_text()
+    assert "model error before adaptation" in table
+
+
+def test_model_report_measures_the_error_on_the_transition_after_each_window():
+    """By hand: the error before adaptation is the model's loss on every transition that has
+    `window` real transitions before it in its episode; after adaptation, each one's loss under
+    θ′ adapted on exactly those preceding transitions."""
+    from adaptrl.sampling import Episodes
+
+    method = _grbal("point-nav", "window=3", "future=3", "horizon=8")
+    M, T, N, L, od = 3, 2, 1, 8, method.family.obs_dim
+    gen = torch.Generator().manual_seed(1)
+    obs = torch.randn(T, N, L, od, generator=gen)
+    act = torch.randn(T, N, L, method.family.act_dim, generator=gen)
+    nxt = obs + 0.1 * torch.randn(T, N, L, od, generator=gen)
+    mask = torch.ones(T, N, L)
+    mask[1, 0, 6:] = 0  # task 1's episode ended after 6 steps
+    batch = Episodes(obs, act, torch.zeros(T, N, L), nxt, mask, torch.zeros(T, N, L, dtype=bool),
+                     np.zeros((T, 2)))
+    method.model.fit_normalizers(obs.reshape(-1, od), act.reshape(-1, act.shape[-1]),
+                                 nxt.reshape(-1, od))
+    policy = method.controller(np.zeros((T, 2)), 1)
+    report = method.model_report([policy], [batch])[0]
+    ends = [(t, e) for t in range(T) for e in range(M, int(mask[t, 0].sum()))]
+    assert report["n_windows"] == len(ends) == (8 - 3) + (6 - 3)
+    theta = method.model.weights_dict()
+    before, after = [], []
+    for t, e in ends:
+        window = (obs[t, :, e - M:e], act[t, :, e - M:e], nxt[t, :, e - M:e])
+        target = (obs[t, :, e:e + 1], act[t, :, e:e + 1], nxt[t, :, e:e + 1])
+        with torch.no_grad():
+            before.append(float(method.model.loss_with(theta, *target)))
+        adapted = method.model.adapt(theta, *window, None, method.config.inner_lr, 1)
+        with torch.no_grad():
+            after.append(float(method.model.loss_with(adapted, *target)))
+    assert report["error_before"] == pytest.approx(np.mean(before), rel=1e-5)
+    assert report["error_after"] == pytest.approx(np.mean(after), rel=1e-5)
+    assert report["plan_ms_median"] is None  # the policy never planned here

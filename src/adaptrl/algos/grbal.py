@@ -325,6 +325,49 @@ class GrBAL(MetaAlgorithm):
         return [Adapted(self.controller(tasks, n if self.online_adaptation else 0, model),
                         zeros.copy(), 0.0) for n in requested]
 
+    def model_report(self, policies, batches: list[Episodes], max_windows: int = 4096
+                     ) -> list[dict]:
+        """What eval.json reports per budget beside the returns (``model``): the model's
+        one-step prediction error (MSE of the normalised Δs, `DynamicsModel.loss_with`) on the
+        evaluation episodes' transitions, before adaptation (θ) and after it (θ′ from the
+        ``window`` transitions before each one, with the budget's inner steps, as the controller
+        adapts), over up to ``max_windows`` transitions with a full window drawn with a fixed
+        seed; and the controller's time per control step for the whole batch (median and p95 ms,
+        None when it ran in another process)."""
+        cfg, M = self.config, self.config.window
+        model = policies[0].model
+        report = []
+        for policy, batch in zip(policies, batches):
+            steps = policy.inner_steps if policy.adaptive else 0
+            plain = batch.per_episode()
+            obs, act, nxt, mask = plain.obs, plain.actions, plain.next_obs, plain.mask
+            T, N, L, od = obs.shape
+            windows = mask.unfold(2, M + 1, 1).sum(-1) == M + 1  # [T, N, L − M]: all real
+            where = windows.nonzero()
+            row = {"n_windows": int(len(where)), "error_before": None, "error_after": None}
+            if len(where):
+                pick = where[torch.randperm(len(where), generator=torch.Generator()
+                                            .manual_seed(0))[:max_windows]]
+                index = (pick[:, 0:1], pick[:, 1:2],
+                         pick[:, 2:3] + torch.arange(M + 1))  # [W, M + 1] positions
+                o, a, n = obs[index], act[index].to(torch.float32), nxt[index]
+                theta = model.weights_dict()
+                with torch.no_grad():
+                    before = model.loss_with(theta, o[:, M:], a[:, M:], n[:, M:]).mean()
+                after = before
+                if steps > 0:
+                    adapted = model.adapt(theta, o[:, :M], a[:, :M], n[:, :M], None,
+                                          cfg.inner_lr, steps)
+                    with torch.no_grad():
+                        after = model.loss_with(adapted, o[:, M:], a[:, M:], n[:, M:]).mean()
+                row.update(error_before=float(before), error_after=float(after))
+            times = np.asarray(getattr(policy, "step_ms", []), dtype=np.float64)
+            row.update(plan_ms_median=float(np.median(times)) if len(times) else None,
+                       plan_ms_p95=float(np.percentile(times, 95)) if len(times) else None,
+                       envs=int(T * N))
+            report.append(row)
+        return report
+
     # ── checkpoints ──
     def state_dict(self) -> dict:
         return {**model_training_state(self.model, self.model_opt, self.data),

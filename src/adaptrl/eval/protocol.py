@@ -27,6 +27,8 @@ episodes, and compare with the oracle return A*(ψ). The result is one plain dic
         "gap_mean": [...] | null, "gap_max": [...] | null,   # gap = oracle − return
         "oracle_mean": float | null
       },
+      "model": [{"n": n, "error_before": e, "error_after": e′, "n_windows": W,     # model-
+                 "plan_ms_median": ms, "plan_ms_p95": ms, "envs": T·N}, ...],   # based only
       "run": {"dir": str, "seed": int, "iteration": int, "checkpoint": str}   # `adaptrl eval`
     }
 
@@ -216,6 +218,8 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     sampler = getattr(algo, "sampler", None) or LocalSampler(family)
     returns = np.full((len(steps), T), np.nan)  # [B, T]
     success = np.full((len(steps), T), np.nan)  # [B, T]; stays NaN if no success is reported
+    # model-based methods also report their model's error and planning time (`model_report`)
+    model_batches = [] if hasattr(algo, "model_report") else None
     for b, budget_rng in enumerate(rollout_rngs):
         bar.set_postfix_str(f"rollouts after {steps[b]}", refresh=True)
         group_rngs = [budget_rng] if len(groups) == 1 else budget_rng.spawn(len(groups))
@@ -223,6 +227,8 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
             with torch.no_grad():
                 batch = sampler.sample(adapted[b].policy, tasks[index], group_rng, episodes,
                                        horizon=horizon)
+            if model_batches is not None and len(groups) == 1:
+                model_batches.append(batch)
             returns[b, index] = batch.episode_returns().to(torch.float64).mean(1).numpy()
             succeeded = batch.episode_success()  # [T', N] bool, or None
             if succeeded is not None:
@@ -232,6 +238,10 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     healthy = np.setdiff1d(np.arange(T), nonfinite)
 
     bar.close()
+    model = None
+    if model_batches is not None and len(model_batches) == len(steps):
+        model = [{"n": int(n), **row} for n, row in zip(
+            steps, algo.model_report([a.policy for a in groups[0][1]], model_batches))]
     oracle = oracle_returns(family, tasks, horizon)
     oracle_info = get_oracle(family)
     records = [{"params": tasks[i].tolist(),
@@ -249,6 +259,8 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
             records[i]["success"] = [None if math.isnan(v) else float(v) for v in success[:, i]]
         summary.update(success_summary(success[:, healthy]))
     extra = {}
+    if model is not None:  # per budget: model error before/after adaptation, planning ms
+        extra["model"] = model
     if hasattr(family, "task_type"):  # Meta-World: the benchmark's task types and provenance
         types = [family.task_type(int(psi[0])) for psi in tasks]
         for record, task_type in zip(records, types):

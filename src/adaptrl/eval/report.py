@@ -92,6 +92,20 @@ def format_table(result: dict) -> str:
             rate, rate_ci = success[b], s.get("success_ci95", [None] * len(success))[b]
             lines[-1] += (" — |" if rate is None else f" {100 * rate:.1f}%"
                           + ("" if rate_ci is None else f" ± {100 * rate_ci:.1f}") + " |")
+    model = result.get("model")  # model-based methods (`adaptrl.algos.grbal`)
+    if model:
+        lines += ["", "| n | model error before adaptation | after | windows "
+                      "| planning ms/step (median, p95) |", "|---:|---:|---:|---:|---:|"]
+        for row in model:
+            plan = ("—" if row["plan_ms_median"] is None
+                    else f"{row['plan_ms_median']:.1f}, {row['plan_ms_p95']:.1f}")
+            lines.append(f"| {row['n']} | {format_number(row['error_before'])} | "
+                         f"{format_number(row['error_after'])} | {row['n_windows']} | {plan} |")
+        envs = model[0]["envs"]
+        lines += ["", "model error: the one-step mean squared error of the normalised Δs on the "
+                      "evaluation transitions, before and after adapting on each transition's "
+                      f"preceding window; planning time per control step for all {envs} "
+                      "environments at once."]
     broken = result.get("nonfinite_tasks") or []
     if broken:
         shown = "; ".join(f"task {i} ψ={result['tasks'][i]['params']}" for i in broken[:5])

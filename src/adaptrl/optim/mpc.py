@@ -20,6 +20,7 @@ matrix product per layer), plus ``inner_steps`` gradient steps for the online ad
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -135,6 +136,9 @@ class MPCPolicy(Policy):
         self.inner_steps, self.adapt_every = int(inner_steps), int(adapt_every)
         if self.window < 1 or self.adapt_every < 1 or self.inner_steps < 0:
             raise AdaptrlError("MPC policy needs window ≥ 1, adapt_every ≥ 1, inner_steps ≥ 0")
+        self.step_ms: list[float] = []
+        """Wall time of each `step` call in this process (adaptation and planning for the whole
+        batch of environments), in ms; a policy rebuilt from a snapshot starts empty."""
 
     @property
     def adaptive(self) -> bool:
@@ -194,6 +198,12 @@ class MPCPolicy(Policy):
                                 self.inner_steps)
 
     def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        start = time.perf_counter()
+        actions, state = self._step(obs, state, prev_action, prev_done, generator)
+        self.step_ms.append((time.perf_counter() - start) * 1000.0)
+        return actions, state
+
+    def _step(self, obs, state, prev_action, prev_done, generator):
         T, N, od = obs.shape
         B = T * N
         obs = obs.to(torch.float32)
