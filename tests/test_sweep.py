@@ -191,7 +191,7 @@ def test_seed_lists():
 
 # ─── compare over seeds, on hand-made evaluations ─────────────────────────────────────────────
 def _fake_run(root: Path, name: str, algo: str, seed: int, means: list[float],
-              config: dict | None = None) -> Path:
+              config: dict | None = None, success: list[float] | None = None) -> Path:
     run = root / name
     (run / "eval" / "test").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({
@@ -202,7 +202,9 @@ def _fake_run(root: Path, name: str, algo: str, seed: int, means: list[float],
     result = {"algo": algo, "family": "point-nav", "split": "test", "steps": [0, 1],
               "episodes": 2, "seed": 0, "tasks": tasks,
               "summary": {"mean": means, "ci95": [0.5, 0.5], "gap_mean": None,
-                          "gap_max": None, "oracle_mean": -1.0},
+                          "gap_max": None, "oracle_mean": -1.0,
+                          **({} if success is None else {"success": success,
+                                                         "success_ci95": [0.1, 0.1]})},
               "run": {"dir": str(run), "seed": seed, "iteration": 10, "checkpoint": "x"}}
     (run / "eval" / "test" / "eval.json").write_text(json.dumps(result))
     return run
@@ -238,3 +240,15 @@ def test_compare_of_one_seed_per_method_is_unchanged(tmp_path):
     table, paths = write_compare(runs, "test", tmp_path / "cmp")
     assert "aggregated over seeds" not in table and "json" not in paths
     assert "| maml (a) | -3.00 ± 0.50 | -2.00 ± 0.50 |" in table
+
+
+def test_compare_shows_success_rates_per_run_and_over_seeds(tmp_path):
+    runs = [_fake_run(tmp_path, f"maml-s{s}", "maml", s, [-3.0, -2.0], success=rates)
+            for s, rates in enumerate(([0.2, 0.5], [0.4, 0.7]))]
+    table, paths = write_compare(runs, "test", tmp_path / "cmp")
+    assert "| maml (maml-s0) | 20.0% ± 10.0 | 50.0% ± 10.0 |" in table
+    halves = [100 * t_quantile(0.975, 1) * np.std(pair, ddof=1) / math.sqrt(2)
+              for pair in ([0.2, 0.4], [0.5, 0.7])]
+    assert f"| maml | 2 | 30.0% ± {halves[0]:.1f} | 60.0% ± {halves[1]:.1f} |" in table
+    summary = json.loads(paths["json"].read_text())
+    assert summary["groups"][0]["success"] == pytest.approx([0.3, 0.6])

@@ -10,7 +10,8 @@ One run (`write_reports`, next to its ``eval.json``):
 Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and compare.png
 (every run's adaptation curve on one plot); with an oracle also the worst-case gap table (in
 compare.md), compare_worst_gap.png and, for a shared 2-D grid, compare_heatmaps.png (see
-`adaptrl.eval.gap_report`); compare.md links the runs' videos (`adaptrl eval --video`).
+`adaptrl.eval.gap_report`); compare.md links the runs' videos (`adaptrl eval --video`) and,
+for families that report success (Meta-World), gives each run's success rate per budget.
 When some runs differ only in their seed (`adaptrl.eval.seeds`), compare.md starts with the
 table aggregated over seeds (mean and 95% t-interval over seeds per budget, the per-seed table
 below it), compare.png has one band per method over seeds, compare_runs.png every run's own
@@ -291,6 +292,30 @@ def format_compare_table(entries: list[CompareEntry], split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_compare_success(entries: list[CompareEntry]) -> str | None:
+    """Markdown: each run's success rate per budget (± ci95 over tasks), for families that
+    report success (Meta-World); None when no run reports it."""
+    if not any(e.result["summary"].get("success") is not None for e in entries):
+        return None
+    steps = sorted({int(n) for e in entries for n in e.result["steps"]})
+    lines = ["success rate per run (episodes with the task's success flag at any step, every "
+             "evaluation episode counted; mean over tasks ± ci95)", "",
+             "| run | " + " | ".join(f"n={n}" for n in steps) + " |",
+             "|---|" + "---:|" * len(steps)]
+    for e in entries:
+        s = e.result["summary"]
+        rates, cis = s.get("success"), s.get("success_ci95") or [None] * len(e.result["steps"])
+        by_step = {int(n): b for b, n in enumerate(e.result["steps"])}
+        cells = []
+        for n in steps:
+            rate = None if rates is None or n not in by_step else rates[by_step[n]]
+            ci = None if rate is None else cis[by_step[n]]
+            cells.append("—" if rate is None else f"{100 * rate:.1f}%"
+                         + ("" if ci is None else f" ± {100 * ci:.1f}"))
+        lines.append(f"| {e.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
     """Every run's adaptation curve (mean ± ci95) on one plot, one colour per method; the
     oracle neutral and dashed, once when the runs share it, else once per run (its own dash
@@ -338,6 +363,9 @@ def write_compare(run_dirs, split: str, out_dir=None, progress: bool = False
         entries = load_compare_entries(run_dirs, split)
         out_dir = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs, split)
         table = format_compare_table(entries, split)
+        success = format_compare_success(entries)  # families that report success
+        if success is not None:
+            table = table + "\n" + success
         groups = seed_groups(entries)  # runs that differ only in seed: aggregated first
         if groups is not None:
             table = (format_seed_table(groups, split) + "\nPer seed:\n\n" + table)

@@ -57,18 +57,26 @@ class SeedGroup:
     def steps(self) -> list[int]:
         return [int(n) for n in self.entries[0].result["steps"]]
 
-    def per_seed(self) -> np.ndarray:
-        """Each run's mean return per budget ``[S, B]`` (NaN where a run's mean is missing)."""
-        return np.asarray([[np.nan if m is None else m for m in e.result["summary"]["mean"]]
-                           for e in self.entries], dtype=np.float64)
+    def per_seed(self, key: str = "mean") -> np.ndarray:
+        """Each run's summary ``key`` per budget ``[S, B]``: its mean return (``mean``) or
+        success rate (``success``); NaN where a run's value is missing."""
+        rows = []
+        for e in self.entries:
+            values = e.result["summary"].get(key) or [None] * len(e.result["steps"])
+            rows.append([np.nan if m is None else m for m in values])
+        return np.asarray(rows, dtype=np.float64)
 
-    def mean(self) -> list[float | None]:
-        values = self.per_seed()
+    def mean(self, key: str = "mean") -> list[float | None]:
+        values = self.per_seed(key)
         return [None if np.isnan(col).all() else float(np.nanmean(col)) for col in values.T]
 
-    def ci95(self) -> list[float | None]:
+    def ci95(self, key: str = "mean") -> list[float | None]:
         """The t-interval's half-width over seeds per budget (None for fewer than 2 seeds)."""
-        return [ci95_half_width(col[~np.isnan(col)]) for col in self.per_seed().T]
+        return [ci95_half_width(col[~np.isnan(col)]) for col in self.per_seed(key).T]
+
+    @property
+    def reports_success(self) -> bool:
+        return any(e.result["summary"].get("success") is not None for e in self.entries)
 
     def oracle_mean(self) -> float | None:
         values = [e.result["summary"]["oracle_mean"] for e in self.entries]
@@ -175,6 +183,20 @@ def format_seed_table(groups: list[SeedGroup], split: str) -> str:
             cells.append(format_number(mean[b]) + ("" if ci[b] is None else f" ± {ci[b]:.2f}"))
         lines.append(f"| {g.label} | {len(g.seeds)} ({_seed_list(g.seeds)}) | "
                      + " | ".join(cells) + f" | {format_number(g.oracle_mean())} |")
+    if any(g.reports_success for g in groups):
+        lines += ["", "success rate (episodes with the task's success flag at any step, every "
+                      "evaluation episode counted), mean over seeds ± the 95% t-interval over "
+                      "seeds", "",
+                  "| method | seeds | " + " | ".join(f"n={n}" for n in steps) + " |",
+                  "|---|---|" + "---:|" * len(steps)]
+        for g in groups:
+            mean, ci = g.mean("success"), g.ci95("success")
+            by_step = {n: b for b, n in enumerate(g.steps)}
+            cells = ["—" if n not in by_step or mean[by_step[n]] is None else
+                     f"{100 * mean[by_step[n]]:.1f}%" + ("" if ci[by_step[n]] is None else
+                                                         f" ± {100 * ci[by_step[n]]:.1f}")
+                     for n in steps]
+            lines.append(f"| {g.label} | {len(g.seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -219,6 +241,8 @@ def seed_summary(groups: list[SeedGroup], split: str) -> dict:
             "groups": [{"label": g.label, "algo": g.algo, "preset": g.preset,
                         "seeds": g.seeds, "steps": g.steps, "mean": g.mean(), "ci95": g.ci95(),
                         "oracle_mean": g.oracle_mean(),
+                        **({"success": g.mean("success"), "success_ci95": g.ci95("success")}
+                           if g.reports_success else {}),
                         "runs": [{"seed": s, "dir": str(e.run_dir),
                                   "mean": e.result["summary"]["mean"]}
                                  for s, e in zip(g.seeds, g.entries)]}
