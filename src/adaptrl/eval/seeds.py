@@ -78,6 +78,18 @@ class SeedGroup:
     def reports_success(self) -> bool:
         return any(e.result["summary"].get("success") is not None for e in self.entries)
 
+    def samples(self) -> list[float]:
+        """Adaptation samples per task at each budget, mean over tasks and seeds (the x axis
+        when the groups' budgets count different things)."""
+        per_run = []
+        for e in self.entries:
+            rows = [t["samples"] for t in e.result["tasks"] if t.get("samples") is not None
+                    and None not in t["samples"]]
+            if rows:
+                per_run.append(np.mean(np.asarray(rows, dtype=np.float64), axis=0))
+        return (np.mean(per_run, axis=0).tolist() if per_run
+                else [float(n) for n in self.steps])
+
     def oracle_mean(self) -> float | None:
         values = [e.result["summary"]["oracle_mean"] for e in self.entries]
         known = [v for v in values if v is not None]
@@ -208,8 +220,10 @@ def plot_seed_groups(groups: list[SeedGroup], split: str, path) -> Path:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     palette = colormaps["tab10" if len(groups) <= 10 else "tab20"].colors
+    entries = [e for g in groups for e in g.entries]
+    by_samples = len({budget_unit(e.result) for e in entries}) > 1  # as `plot_compare`
     for i, g in enumerate(groups):
-        x = np.asarray(g.steps, dtype=np.float64)
+        x = np.asarray(g.samples() if by_samples else g.steps, dtype=np.float64)
         mean = np.asarray([np.nan if m is None else m for m in g.mean()])
         color = palette[i % len(palette)]
         ax.plot(x, mean, marker="o", color=color, zorder=3,
@@ -221,13 +235,13 @@ def plot_seed_groups(groups: list[SeedGroup], split: str, path) -> Path:
     oracles = [g.oracle_mean() for g in groups if g.oracle_mean() is not None]
     if oracles:
         ax.axhline(float(np.mean(oracles)), label="oracle", **ORACLE_STYLE)
-    entries = [e for g in groups for e in g.entries]
     ax.set_title(f"{entries[0].result['family']} ({split}): mean over seeds, "
                  f"band = 95% t-interval over seeds")
-    ax.set_xlabel(budget_unit(entries[0].result) if len({budget_unit(e.result) for e in entries})
-                  == 1 else "budget n")
+    ax.set_xlabel("adaptation samples per task" if by_samples
+                  else budget_unit(entries[0].result))
     ax.set_ylabel("mean return per episode")
-    ax.set_xticks(sorted({n for g in groups for n in g.steps}))
+    if not by_samples:
+        ax.set_xticks(sorted({n for g in groups for n in g.steps}))
     ax.grid(True, alpha=0.3)
     add_legend(ax)
     return save_png(fig, path)
