@@ -108,7 +108,12 @@ def _check_finished(out: Path) -> None:
 
 
 def test_sweep_killed_once_then_restarted_completes_every_run_local(tmp_path):
-    _check_finished(_kill_then_finish(tmp_path, "local"))
+    out = _kill_then_finish(tmp_path, "local")
+    _check_finished(out)
+    again = subprocess.run(_sweep_command(out, "local"), env=_child_env(), capture_output=True,
+                           text=True, timeout=300)  # a finished sweep: the summary again
+    assert again.returncode == 0 and "all 4 runs are done" in again.stderr
+    assert again.stdout.count("done    ") == 4
 
 
 def test_sweep_killed_once_then_restarted_completes_every_run_ray(tmp_path):
@@ -154,6 +159,8 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, capsys, monke
     (["--algos", "maml", "--families", "point-nav", "--seeds", "a"], "--seeds"),
     (["--algos", "maml,,fomaml", "--families", "point-nav"], "--algos"),
     (["--algos", "maml", "--families", "point-nav", "--jobs", "2", "--backend", "ray"], "--jobs"),
+    (["--algos", "maml", "--families", "point-nav", "--backend", "local", "--ray-address",
+      "10.0.0.5:6379"], "--ray-address"),
 ])
 def test_bad_sweeps_are_one_line_errors_before_anything_is_written(tmp_path, capsys, argv,
                                                                    message):

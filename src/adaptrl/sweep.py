@@ -375,18 +375,21 @@ def run_sweep(spec: SweepSpec, out, backend: str = "ray", address: str | None = 
     130 when interrupted. Prints one line per run and the compare folders written."""
     out = Path(out).resolve()
     check_spec(spec)
+    if backend not in ("ray", "local"):
+        raise AdaptrlError(f"unknown --backend '{backend}'; known: local, ray")
+    if backend == "local" and address is not None:
+        raise AdaptrlError("--ray-address needs --backend ray")
     status = _open_sweep(spec, out)
     runs = spec.runs()
     todo = [r for r in runs if not (status.get(r.name, {}).get("state") == "done"
                                     and _eval_file(spec, out, r).is_file())]
+    if not todo:  # a finished sweep: only the summary and the compares again
+        print(f"sweep {out}: all {len(runs)} runs are done", file=sys.stderr)
+        return _finish(spec, out, runs, status, progress)
     if backend == "ray":
         executor = RayExecutor(spec.cpus_per_run, address)
-    elif backend == "local":
-        if address is not None:
-            raise AdaptrlError("--ray-address needs --backend ray")
-        executor = LocalExecutor(jobs or max(1, (os.cpu_count() or 1) // spec.cpus_per_run))
     else:
-        raise AdaptrlError(f"unknown --backend '{backend}'; known: local, ray")
+        executor = LocalExecutor(jobs or max(1, (os.cpu_count() or 1) // spec.cpus_per_run))
     board = _Board(len(runs), len(runs) - len(todo), executor.parallel, progress)
     print(f"sweep {out}: {len(runs)} runs ({len(runs) - len(todo)} already done), "
           f"{executor.parallel} at a time on {backend}", file=sys.stderr)
