@@ -61,6 +61,30 @@ def test_crippled_joint_acts_as_its_action_scaled_by_the_strength():
         np.testing.assert_allclose(got.obs, expected.obs, rtol=1e-4, atol=1e-4)
 
 
+def test_midway_family_cripples_the_joint_from_its_change_step_on():
+    """`cheetah-crippled-midway` runs the intact body for its first `change_step` control
+    steps and the crippled one after: it equals cheetah-vel's body before the change and
+    cheetah-crippled's model after it (from the same state), and reset starts intact again."""
+    from adaptrl.envs import make_batch_env
+
+    family = get_family("cheetah-crippled-midway")
+    c = family.change_step
+    assert 0 < c < family.horizon and family.dynamics == "cripple"
+    midway, intact = make_batch_env(family, 1, 2), make_batch_env("cheetah-vel", 1, 2)
+    midway.set_tasks(np.array([[0.0, 0.0]]))  # joint 0 disabled, from step c on
+    intact.set_tasks(np.ones((1, 1)))
+    rng = np.random.default_rng(3)
+    actions = rng.uniform(-1, 1, size=(c + 20, 1, 2, 6)).astype(np.float32)
+    for episode in range(2):
+        midway.reset(np.random.default_rng(episode), None)
+        intact.reset(np.random.default_rng(episode), None)
+        for t in range(c + 20):
+            got = midway.step(actions[t])
+            expected = intact.step(actions[t] * (np.float32([0, 1, 1, 1, 1, 1]) if t >= c
+                                                 else np.float32(1)))
+            np.testing.assert_array_equal(got.obs, expected.obs)  # exactly, both segments
+
+
 # ─── the meta-gradient ──────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize("first_order", [False, True])
 def test_meta_gradient_of_the_model_loss_matches_finite_differences(first_order):
@@ -259,3 +283,26 @@ def test_model_report_measures_the_error_on_the_transition_after_each_window():
     assert report["error_before"] == pytest.approx(np.mean(before), rel=1e-5)
     assert report["error_after"] == pytest.approx(np.mean(after), rel=1e-5)
     assert report["plan_ms_median"] is None  # the policy never planned here
+
+
+def test_eval_on_the_midway_family_reports_returns_before_and_after_the_change(tmp_path,
+                                                                             one_torch_thread):
+    from adaptrl.runner import train
+
+    run_dir = train("grbal", "cheetah-crippled-midway", preset="smoke",
+                    overrides=["iterations=1", "horizon=110", "window=4", "future=4",
+                               "model_steps=3", "candidates=8", "plan_horizon=2"],
+                    out=tmp_path / "midway", progress=False)
+    assert main(["eval", str(run_dir), "--num-tasks", "2", "--episodes", "1",
+                 "--no-progress"]) == 0
+    folder = run_dir / "eval" / "test"
+    result = json.loads((folder / "eval.json").read_text())
+    segments = result["segments"]
+    assert segments["change_step"] == 100
+    for b in range(len(result["steps"])):  # the two segments add up to the episode's return
+        assert segments["before"][b] + segments["after"][b] == pytest.approx(
+            result["summary"]["mean"][b], rel=1e-5, abs=1e-4)
+        assert len(segments["reward_curve"][b]) == 110
+    assert all(len(task["segment_returns"]) == 2 for task in result["tasks"])
+    assert (folder / "reward_curve.png").is_file()
+    assert "return before the change (steps 0–99)" in (folder / "eval.md").read_text()

@@ -42,13 +42,14 @@ from adaptrl.tasks.families import (
 ALL = sorted(n for n, f in REGISTRY.items() if f.body != "metaworld")
 MAZES = {"maze-small", "maze-large"}  # ψ is the maze (walls, start, goal cells)
 # ψ changes the physics, not the reward
-PSI_FREE = {"hopper-params", "walker-params", "cheetah-crippled"} | MAZES
+PSI_FREE = {"hopper-params", "walker-params", "cheetah-crippled",
+            "cheetah-crippled-midway"} | MAZES
 PSI_DEPENDENT = sorted(set(ALL) - PSI_FREE)
 DISCRETE = {"cheetah-dir", "ant-dir"}
 NEVER_TERMINATE = {
     "hopper-2d", "walker-2d", "ant-2d", "ant-3d",  # AdMRL: fixed-length episodes
     "cheetah-vel", "cheetah-vel-pearl", "cheetah-vel-hard", "cheetah-dir", "cheetah-highdim",
-    "cheetah-crippled",
+    "cheetah-crippled", "cheetah-crippled-midway",
     "tabular-mdp",  # RL²: T = 10 steps
 }
 BANDITS = {"bandit-k5", "bandit-k10", "bandit-k50"}
@@ -96,7 +97,7 @@ def _hand_reward(name, s, a, s2, p) -> float:
         return s2[5] + 1.0 - 0.001 * sq(a)
     if name == "walker-params":
         return s2[8] + 1.0 - 0.001 * sq(a)
-    if name == "cheetah-crippled":  # GrBAL: forward velocity - 0.1·0.5·Σa²
+    if name in ("cheetah-crippled", "cheetah-crippled-midway"):  # GrBAL: vx - 0.1·0.5·Σa²
         return s2[8] - 0.05 * sq(a)
     if name == "hopper-2d":
         return -(abs(s2[5] - p[0]) + 5.0 * abs(s2[0] - p[1])) + 1.0 - 0.001 * sq(a)
@@ -201,6 +202,7 @@ HAND_PICKED = [
     ("walker-params", {0: 1.25, 8: -0.5}, [2] * 6, [-1.0] * 61, 0.476),
     # vx = obs[8] = 1.5: 1.5 - 0.05 * 6 * 0.25, whatever joint is crippled
     ("cheetah-crippled", {0: 9.0, 8: 1.5}, [0.5] * 6, [0.0, 0.0], 1.425),
+    ("cheetah-crippled-midway", {0: 9.0, 8: 1.5}, [0.5] * 6, [0.0, 0.0], 1.425),
     # vx = obs[5], z = obs[0]: -(|0.5 - 1| + 5|1.5 - 1.3|) + 1 - 0.001 * 3
     ("hopper-2d", {0: 1.5, 5: 0.5}, [1, 1, 1], [1.0, 1.3], -0.503),
     # vx = obs[8], z = obs[0]: -(|-1 - 1| + 5|1.2 - 1.4|) + 1 - 0

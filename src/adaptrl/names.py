@@ -49,6 +49,7 @@ FAMILY_GYM_IDS = {
     "hopper-params": "adaptrl/HopperParams-v0",
     "walker-params": "adaptrl/WalkerParams-v0",
     "cheetah-crippled": "adaptrl/CheetahCrippled-v0",
+    "cheetah-crippled-midway": "adaptrl/CheetahCrippledMidway-v0",
     "hopper-2d": "adaptrl/Hopper2d-v0",
     "walker-2d": "adaptrl/Walker2d-v0",
     "ant-2d": "adaptrl/Ant2d-v0",

@@ -248,6 +248,11 @@ class MujocoBatchEnv(BatchEnv):
             n, models, start = self.batch_size, self._models, self._state
         else:
             n, models, start = len(index), [self._models[i] for i in index], self._state[index]
+        if self.family.change_step is not None:  # ψ's dynamics from the change step on
+            change_time = (self.family.change_step * self.spec.frame_skip
+                           * self.model.opt.timestep)
+            changed = start[:, 0] >= change_time - 0.5 * self.model.opt.timestep
+            models = [m if c else self.model for m, c in zip(models, changed)]
         ctrl = self._ctrl[:n]
         ctrl[:] = action[:, None, :]  # the control is held for frame_skip physics steps
         out = self._rollout_out[:n]

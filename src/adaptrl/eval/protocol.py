@@ -27,6 +27,8 @@ episodes, and compare with the oracle return A*(ψ). The result is one plain dic
         "gap_mean": [...] | null, "gap_max": [...] | null,   # gap = oracle − return
         "oracle_mean": float | null
       },
+      "segments": {"change_step": c, "before": [...], "after": [...],   # dynamics that change
+                   "reward_curve": [[mean reward per step] per budget]},   # within an episode
       "model": [{"n": n, "error_before": e, "error_after": e′, "n_windows": W,     # model-
                  "plan_ms_median": ms, "plan_ms_p95": ms, "envs": T·N}, ...],   # based only
       "run": {"dir": str, "seed": int, "iteration": int, "checkpoint": str}   # `adaptrl eval`
@@ -218,6 +220,12 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     sampler = getattr(algo, "sampler", None) or LocalSampler(family)
     returns = np.full((len(steps), T), np.nan)  # [B, T]
     success = np.full((len(steps), T), np.nan)  # [B, T]; stays NaN if no success is reported
+    # families whose dynamics change within an episode: the return before and after the change
+    change = getattr(family, "change_step", None)
+    if change is not None and horizon <= change:  # episodes end before the change
+        change = None
+    segments = np.full((len(steps), T, 2), np.nan) if change is not None else None
+    reward_curve = [None] * len(steps)  # mean reward per step of an episode, per budget
     # model-based methods also report their model's error and planning time (`model_report`)
     model_batches = [] if hasattr(algo, "model_report") else None
     for b, budget_rng in enumerate(rollout_rngs):
@@ -230,6 +238,14 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
             if model_batches is not None and len(groups) == 1:
                 model_batches.append(batch)
             returns[b, index] = batch.episode_returns().to(torch.float64).mean(1).numpy()
+            if segments is not None:
+                plain = batch.per_episode()
+                rewards = (plain.rewards * plain.mask).to(torch.float64)  # [T', E, H]
+                segments[b, index, 0] = rewards[:, :, :change].sum(-1).mean(1).numpy()
+                segments[b, index, 1] = rewards[:, :, change:].sum(-1).mean(1).numpy()
+                if len(groups) == 1:
+                    steps_taken = plain.mask.to(torch.float64).sum((0, 1)).clamp_min(1.0)
+                    reward_curve[b] = (rewards.sum((0, 1)) / steps_taken).tolist()
             succeeded = batch.episode_success()  # [T', N] bool, or None
             if succeeded is not None:
                 success[b, index] = succeeded.to(torch.float64).mean(1).numpy()
@@ -261,6 +277,18 @@ def evaluate(algo: MetaAlgorithm, family: TaskFamily | str, tasks, steps: list[i
     extra = {}
     if model is not None:  # per budget: model error before/after adaptation, planning ms
         extra["model"] = model
+    if segments is not None:  # the return before and after the change, per budget
+        for i in range(T):
+            records[i]["segment_returns"] = [[None if math.isnan(v) else float(v) for v in pair]
+                                             for pair in segments[:, i]]
+        kept = segments[:, healthy] if len(healthy) else segments[:, :0]
+        extra["segments"] = {
+            "change_step": int(change),
+            "before": [float(np.mean(kept[b, :, 0])) if kept.shape[1] else None
+                       for b in range(len(steps))],
+            "after": [float(np.mean(kept[b, :, 1])) if kept.shape[1] else None
+                      for b in range(len(steps))],
+            "reward_curve": reward_curve}
     if hasattr(family, "task_type"):  # Meta-World: the benchmark's task types and provenance
         types = [family.task_type(int(psi[0])) for psi in tasks]
         for record, task_type in zip(records, types):

@@ -6,6 +6,8 @@ One run (`write_reports`, next to its ``eval.json``):
                       the oracle's mean as a dashed line
     gap_heatmap.png   only when the tasks form a 2-D grid: the gap per grid cell, one panel per
                       budget (the return per cell when the family has no oracle)
+    reward_curve.png  only for families whose dynamics change within an episode: the mean
+                      reward at each step, one line per budget, the change step marked
 
 Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and compare.png
 (every run's adaptation curve on one plot); with an oracle also the worst-case gap table (in
@@ -93,6 +95,14 @@ def format_table(result: dict) -> str:
             rate, rate_ci = success[b], s.get("success_ci95", [None] * len(success))[b]
             lines[-1] += (" — |" if rate is None else f" {100 * rate:.1f}%"
                           + ("" if rate_ci is None else f" ± {100 * rate_ci:.1f}") + " |")
+    segments = result.get("segments")  # dynamics that change within an episode
+    if segments:
+        c = segments["change_step"]
+        lines += ["", f"| n | return before the change (steps 0–{c - 1}) | after (steps {c}–) |",
+                  "|---:|---:|---:|"]
+        for b, n in enumerate(result["steps"]):
+            lines.append(f"| {n} | {format_number(segments['before'][b])} | "
+                         f"{format_number(segments['after'][b])} |")
     model = result.get("model")  # model-based methods (`adaptrl.algos.grbal`)
     if model:
         lines += ["", "| n | model error before adaptation | after | windows "
@@ -132,6 +142,34 @@ def plot_curve(result: dict, path) -> Path:
     ax.set_title(f"{result['algo']} on {result['family']} ({result['split']}, "
                  f"{len(result['tasks'])} tasks)")
     _finish_curve_axes(ax, result["steps"], budget_unit(result))
+    return save_png(fig, path)
+
+
+def plot_reward_curve(result: dict, path) -> Path | None:
+    """For families whose dynamics change within an episode: the mean reward at each step of an
+    episode, one line per budget, the change step marked; None for other families."""
+    segments = result.get("segments")
+    if not segments or not any(c is not None for c in segments["reward_curve"]):
+        return None
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    colors = [to_hex(c) for c in colormaps["viridis"](np.linspace(0.1, 0.85,
+                                                                 len(result["steps"])))]
+    for b, n in enumerate(result["steps"]):
+        curve = segments["reward_curve"][b]
+        if curve is not None:
+            ax.plot(np.arange(len(curve)), curve, color=colors[b], linewidth=1.2,
+                    label=f"n = {n}")
+    ax.axvline(segments["change_step"], label="dynamics change", **ORACLE_STYLE)
+    ax.set_xlabel("control step of the episode")
+    ax.set_ylabel("mean reward per step")
+    ax.set_title(f"{result['algo']} on {result['family']} ({result['split']}): reward over the "
+                 f"episode, n = {budget_unit(result)}")
+    ax.grid(True, alpha=0.3)
+    add_legend(ax)
     return save_png(fig, path)
 
 
@@ -212,6 +250,9 @@ def write_reports(result: dict, out_dir) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"table": write_file(out_dir / "eval.md", format_table(result).encode()),
              "curve": plot_curve(result, out_dir / "curve.png")}
+    curve = plot_reward_curve(result, out_dir / "reward_curve.png")
+    if curve is not None:
+        paths["reward_curve"] = curve
     heatmap = plot_gap_heatmap(result, out_dir / "gap_heatmap.png")
     if heatmap is not None:
         paths["heatmap"] = heatmap

@@ -196,6 +196,9 @@ class TaskFamily:
         reward_differentiable: ``reward`` is r_ψ(s, a, s') in torch, differentiable in ψ; False
             where the simulator computes the reward itself (Meta-World), which the model-based
             methods refuse.
+        change_step: for families whose dynamics change *within* an episode, the control step
+            from which ψ's dynamics apply (before it the body is intact); None: ψ applies from
+            the first step. The evaluation reports the return before and after it.
     """
 
     name: str
@@ -218,6 +221,7 @@ class TaskFamily:
     grid_shape: tuple[int, ...] = ()
     discrete_actions: bool = False
     reward_differentiable: bool = True
+    change_step: int | None = None
 
     def __post_init__(self):
         self.low = np.asarray(self.low, dtype=np.float64)

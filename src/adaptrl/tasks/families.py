@@ -319,6 +319,27 @@ def _cheetah_crippled():
 
 register(_cheetah_crippled())
 
+CRIPPLE_CHANGE_STEP = 100
+"""`cheetah-crippled-midway`: the control step (of 200) at which the joint is crippled."""
+
+
+def _cheetah_crippled_midway():
+    """GrBAL's crippled joint, but the damage happens halfway through the episode: the body is
+    intact for the first 100 control steps (5 s), then ψ's joint loses strength. The dynamics
+    change *within* the episode, so only a method that adapts online can follow them (GrBAL's
+    motivation: "a leg is damaged while the robot runs"; its Fig. 4 changes the dynamics during
+    an episode in the same spirit). Same ψ, splits and reward as ``cheetah-crippled``."""
+    family = _cheetah_crippled()
+    family.name = "cheetah-crippled-midway"
+    family.change_step = CRIPPLE_CHANGE_STEP
+    family.notes = (f"as cheetah-crippled, but the joint is crippled from control step "
+                    f"{CRIPPLE_CHANGE_STEP} of {family.horizon} on (intact before); "
+                    + family.notes)
+    return family
+
+
+register(_cheetah_crippled_midway())
+
 
 def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood=None,
            grid_shape=()):
