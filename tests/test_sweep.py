@@ -198,7 +198,8 @@ def test_seed_lists():
 
 # ─── compare over seeds, on hand-made evaluations ─────────────────────────────────────────────
 def _fake_run(root: Path, name: str, algo: str, seed: int, means: list[float],
-              config: dict | None = None, success: list[float] | None = None) -> Path:
+              config: dict | None = None, success: list[float] | None = None,
+              segments: dict | None = None) -> Path:
     run = root / name
     (run / "eval" / "test").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({
@@ -212,7 +213,8 @@ def _fake_run(root: Path, name: str, algo: str, seed: int, means: list[float],
                           "gap_max": None, "oracle_mean": -1.0,
                           **({} if success is None else {"success": success,
                                                          "success_ci95": [0.1, 0.1]})},
-              "run": {"dir": str(run), "seed": seed, "iteration": 10, "checkpoint": "x"}}
+              "run": {"dir": str(run), "seed": seed, "iteration": 10, "checkpoint": "x"},
+              **({} if segments is None else {"segments": segments})}
     (run / "eval" / "test" / "eval.json").write_text(json.dumps(result))
     return run
 
@@ -259,3 +261,16 @@ def test_compare_shows_success_rates_per_run_and_over_seeds(tmp_path):
     assert f"| maml | 2 | 30.0% ± {halves[0]:.1f} | 60.0% ± {halves[1]:.1f} |" in table
     summary = json.loads(paths["json"].read_text())
     assert summary["groups"][0]["success"] == pytest.approx([0.3, 0.6])
+
+
+def test_compare_of_a_midway_family_shows_returns_before_and_after_the_change(tmp_path):
+    runs = [_fake_run(tmp_path, f"grbal-s{s}", "grbal", s, [-3.0, -2.0], segments={
+        "change_step": 4, "before": [b, b + 1], "after": [a, a + 2],
+        "reward_curve": [[0.5] * 4 + [0.1] * 16, [0.6] * 4 + [0.3] * 16]})
+        for s, (b, a) in enumerate(((10.0, 1.0), (12.0, 3.0), (14.0, 5.0)))]
+    table, paths = write_compare(runs, "test", tmp_path / "cmp")
+    half = t_quantile(0.975, 2) * np.std([1.0, 3.0, 5.0], ddof=1) / math.sqrt(3)
+    assert "return before the dynamics change (steps 0–3) and after it (steps 4–)" in table
+    assert f"| grbal | 0 | 3 | 12.00 ± {half:.2f} | 3.00 ± {half:.2f} |" in table
+    assert f"| grbal | 1 | 3 | 13.00 ± {half:.2f} | 5.00 ± {half:.2f} |" in table
+    assert paths["reward_curve"].name == "compare_reward_curve.png"

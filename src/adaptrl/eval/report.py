@@ -14,7 +14,9 @@ Several runs (`write_compare`): compare.md (rows = runs, columns = budgets) and 
 compare.md), compare_worst_gap.png and, for a shared 2-D grid, compare_heatmaps.png (see
 `adaptrl.eval.gap_report`); compare.md links the runs' videos (`adaptrl eval --video`) and,
 for families that report success (Meta-World), gives each run's success rate per budget.
-When some runs differ only in their seed (`adaptrl.eval.seeds`), compare.md starts with the
+For families whose dynamics change within an episode (`adaptrl.eval.segments`), compare.md
+adds the return before and after the change and compare_reward_curve.png the reward over the
+episode. When some runs differ only in their seed (`adaptrl.eval.seeds`), compare.md starts with the
 table aggregated over seeds (mean and 95% t-interval over seeds per budget, the per-seed table
 below it), compare.png has one band per method over seeds, compare_runs.png every run's own
 curve, compare.json the numbers.
@@ -53,6 +55,7 @@ from .report_common import (
     save_png,
 )
 from .seeds import format_seed_table, plot_seed_groups, seed_groups, seed_summary
+from .segments import has_segments, plot_segment_curves, segment_table
 from .video import video_links
 
 
@@ -410,6 +413,8 @@ def write_compare(run_dirs, split: str, out_dir=None, progress: bool = False
         groups = seed_groups(entries)  # runs that differ only in seed: aggregated first
         if groups is not None:
             table = (format_seed_table(groups, split) + "\nPer seed:\n\n" + table)
+        if has_segments(entries):  # dynamics that change within an episode
+            table = table + "\n" + segment_table(entries, groups)
         bar.update(1)
         bar.set_postfix_str("worst case", refresh=True)
         worst_table, worst_paths = write_worst_case(entries, split, out_dir)
@@ -428,6 +433,11 @@ def write_compare(run_dirs, split: str, out_dir=None, progress: bool = False
             paths["runs_plot"] = plot_compare(entries, split, out_dir / "compare_runs.png")
             paths["json"] = write_file(out_dir / "compare.json", json.dumps(
                 seed_summary(groups, split), indent=1).encode())
+        if has_segments(entries):
+            curves = plot_segment_curves(entries, groups, split,
+                                         out_dir / "compare_reward_curve.png")
+            if curves is not None:
+                paths["reward_curve"] = curves
         paths.update(worst_paths)
         bar.update(1)
     return table, paths
