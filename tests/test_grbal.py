@@ -61,6 +61,29 @@ def test_crippled_joint_acts_as_its_action_scaled_by_the_strength():
         np.testing.assert_allclose(got.obs, expected.obs, rtol=1e-4, atol=1e-4)
 
 
+def test_crippled_ant_leg_acts_as_its_two_actions_scaled_by_the_strength():
+    """Leg l at strength s moves the Ant exactly as the intact one whose hip and ankle actions
+    (actuators 2l and 2l + 1) are multiplied by s; leg 0 is held out of training."""
+    from adaptrl.envs import make_batch_env
+
+    family = get_family("ant-crippled")
+    rng = np.random.default_rng(0)
+    assert set(family.split("train", 100, rng)[:, 0]) == {1.0, 2.0, 3.0}
+    assert set(family.split("test", 20, rng)[:, 0]) == {0.0}
+    tasks = np.array([[0.0, 0.0], [2.0, 0.5]])
+    crippled, intact = make_batch_env(family, 2, 1), make_batch_env("ant-vel", 2, 1)
+    crippled.set_tasks(tasks)
+    intact.set_tasks(np.ones((2, 1)))
+    crippled.reset(np.random.default_rng(1), None)
+    intact.reset(np.random.default_rng(1), None)
+    scale = np.ones((2, 1, 8), np.float32)
+    scale[0, 0, 0:2], scale[1, 0, 4:6] = 0.0, 0.5
+    for _ in range(10):
+        action = rng.uniform(-1, 1, size=(2, 1, 8)).astype(np.float32)
+        got, expected = crippled.step(action), intact.step(action * scale)
+        np.testing.assert_allclose(got.obs, expected.obs, rtol=1e-4, atol=1e-4)
+
+
 def test_midway_family_cripples_the_joint_from_its_change_step_on():
     """`cheetah-crippled-midway` runs the intact body for its first `change_step` control
     steps and the crippled one after: it equals cheetah-vel's body before the change and

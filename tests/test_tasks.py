@@ -43,7 +43,7 @@ ALL = sorted(n for n, f in REGISTRY.items() if f.body != "metaworld")
 MAZES = {"maze-small", "maze-large"}  # ψ is the maze (walls, start, goal cells)
 # ψ changes the physics, not the reward
 PSI_FREE = {"hopper-params", "walker-params", "cheetah-crippled",
-            "cheetah-crippled-midway"} | MAZES
+            "cheetah-crippled-midway", "ant-crippled"} | MAZES
 PSI_DEPENDENT = sorted(set(ALL) - PSI_FREE)
 DISCRETE = {"cheetah-dir", "ant-dir"}
 NEVER_TERMINATE = {
@@ -85,6 +85,8 @@ def _hand_reward(name, s, a, s2, p) -> float:
         return p[0] * s2[8] - 0.05 * sq(a)
     if name == "ant-dir":
         return p[0] * s2[13] - 0.005 * sq(a) + 0.05
+    if name == "ant-crippled":  # MAML's Ant reward; ψ changes the physics
+        return s2[13] - 0.005 * sq(a) + 0.05
     if name == "ant-vel":
         return -abs(s2[13] - p[0]) - 0.005 * sq(a) + 0.05
     if name in ("ant-dir-2d", "ant-dir-2d-hard"):
@@ -183,6 +185,8 @@ HAND_PICKED = [
     ("ant-dir", {13: 2.0, 14: 9.0}, [0] * 8, [-1.0], -1.95),
     # -|1 - 2.5| - 0.005 * 4 + 0.05
     ("ant-vel", {13: 1.0}, [1, 1, 1, 1, 0, 0, 0, 0], [2.5], -1.47),
+    # vx = obs[13] = 1.0: 1.0 - 0.005 * 8 + 0.05, whatever leg is crippled
+    ("ant-crippled", {13: 1.0}, [1] * 8, [2.0, 0.0], 1.01),
     # θ = π: along = -vx = -0.8; 1.0 * -0.8 - 0.5 * 8 * 0.04 + 1
     ("ant-dir-2d", {13: 0.8, 14: 3.0}, [0.2] * 8, [math.pi], 0.04),
     # θ = π/2: along = vy = 1; 1.0 * 1 - 0 + 1
@@ -581,8 +585,8 @@ def test_walker_params_health_rule(z, angle, ended):
     assert _ended(fam, _healthy_obs(fam, i0=z, i1=angle)) is ended
 
 
-ANT_RULES = [("ant-dir", 0), ("ant-vel", 0), ("ant-dir-2d", 0), ("ant-dir-2d-hard", 0),
-             ("ant-goal", 2)]
+ANT_RULES = [("ant-dir", 0), ("ant-vel", 0), ("ant-crippled", 0), ("ant-dir-2d", 0),
+             ("ant-dir-2d-hard", 0), ("ant-goal", 2)]
 
 
 @pytest.mark.parametrize("name, z_index", ANT_RULES)
@@ -826,8 +830,8 @@ def test_family_metadata_is_consistent(name):
     assert len(set(fam.task_names)) == fam.task_dim == len(fam.low) == len(fam.high)
     assert np.all(fam.low <= fam.high)
     assert fam.horizon > 0
-    if fam.dynamics == "cripple":  # GrBAL's crippled joint: ψ = (joint, strength)
-        assert fam.task_names == ("joint", "strength")
+    if fam.dynamics in ("cripple", "cripple-leg"):  # GrBAL: ψ = (joint or leg, strength)
+        assert fam.task_names == ("joint" if fam.dynamics == "cripple" else "leg", "strength")
     elif fam.dynamics is not None and fam.body != "maze":  # a maze's ψ: tests/test_mazes.py
         assert fam.task_dim == sum(DYNAMICS_SIZES[fam.dynamics].values())
 

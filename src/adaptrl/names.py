@@ -50,6 +50,7 @@ FAMILY_GYM_IDS = {
     "walker-params": "adaptrl/WalkerParams-v0",
     "cheetah-crippled": "adaptrl/CheetahCrippled-v0",
     "cheetah-crippled-midway": "adaptrl/CheetahCrippledMidway-v0",
+    "ant-crippled": "adaptrl/AntCrippled-v0",
     "hopper-2d": "adaptrl/Hopper2d-v0",
     "walker-2d": "adaptrl/Walker2d-v0",
     "ant-2d": "adaptrl/Ant2d-v0",

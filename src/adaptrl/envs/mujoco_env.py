@@ -122,10 +122,23 @@ def cripple_actuator(model: mujoco.MjModel, psi: np.ndarray) -> mujoco.MjModel:
     return out
 
 
+def cripple_leg(model: mujoco.MjModel, psi: np.ndarray) -> mujoco.MjModel:
+    """GrBAL's crippled Ant leg: ψ = (leg, strength) multiplies the gears of both actuators of
+    leg ``round(leg)`` (hip ``2·leg`` and ankle ``2·leg + 1`` in the Ant's actuator order) by
+    ``strength`` (0 disables the leg)."""
+    leg = int(np.clip(np.rint(psi[0]), 0, model.nu // 2 - 1))
+    out = copy.copy(model)
+    for actuator in (2 * leg, 2 * leg + 1):
+        out.actuator_gear[actuator, 0] = model.actuator_gear[actuator, 0] * float(psi[1])
+    return out
+
+
 def apply_dynamics(model: mujoco.MjModel, psi: np.ndarray, dynamics: str) -> mujoco.MjModel:
     """The model of task ψ for a family whose ψ changes the physics (``family.dynamics``)."""
     if dynamics == "cripple":
         return cripple_actuator(model, np.asarray(psi, dtype=np.float64))
+    if dynamics == "cripple-leg":
+        return cripple_leg(model, np.asarray(psi, dtype=np.float64))
     return scale_dynamics(model, psi, dynamics)
 
 

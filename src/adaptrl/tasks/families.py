@@ -340,6 +340,38 @@ def _cheetah_crippled_midway():
 
 register(_cheetah_crippled_midway())
 
+ANT_LEG_HELD_OUT = 0  # trained on legs 1–3, tested on leg 0
+
+
+def _ant_crippled():
+    """GrBAL's crippled Ant: ψ = (leg, strength) multiplies both actuators of one leg (hip and
+    ankle) by the strength (0 disables the leg). Train on legs 1–3, test and OOD on the held-out
+    leg 0, as ``cheetah-crippled`` holds out a joint. Reward and termination are MAML's Ant
+    (forward velocity − 0.005‖a‖² + 0.05; unhealthy torso heights end the episode)."""
+    vx = VX_INDEX["ant"]
+
+    def reward(obs, act, next_obs, psi):
+        r = next_obs[..., vx] - _ctrl(act, 0.005) + 0.05
+        return r.expand(torch.broadcast_shapes(r.shape, psi.shape[:-1]))
+
+    train = tuple(leg for leg in range(4) if leg != ANT_LEG_HELD_OUT)
+    return TaskFamily(
+        name="ant-crippled", body="ant", task_names=("leg", "strength"),
+        low=[0.0, 0.0], high=[3.0, 1.0], horizon=200, obs_dim=27, act_dim=8, source=GRBAL,
+        reward_doc="vx - 0.005||a||² + 0.05 (ψ = leg, strength: its hip and ankle force × "
+                   "strength)",
+        reward_fn=reward, terminated_fn=_ant_unhealthy(0), dynamics="cripple-leg",
+        splits={"train": CrippleSplit(train, 0.0, 0.5),
+                "test": CrippleSplit((ANT_LEG_HELD_OUT,), 0.0, 0.5),
+                "ood": CrippleSplit((ANT_LEG_HELD_OUT,), 0.0, 0.1)},
+        notes="train: legs 1–3, strength U[0,0.5]; test: the held-out leg 0, strength "
+              "U[0,0.5]; ood: leg 0 (nearly) disabled, strength U[0,0.1]. The leg is ψ[0] "
+              "rounded to the nearest of 0–3",
+    )
+
+
+register(_ant_crippled())
+
 
 def _admrl(name, body, low, high, coef, dims, ctrl_weight, obs_dim, act_dim, ood=None,
            grid_shape=()):
