@@ -726,8 +726,8 @@ def cmd_sweep(args) -> int:
             print("adaptrl: Ray is not installed (pip install 'adaptrl[ray]'): the sweep runs "
                   "as local processes", file=sys.stderr)
     if args.jobs is not None and backend != "local":
-        raise AdaptrlError("--jobs is for --backend local; on Ray, --cpus-per-run sets how "
-                           "many runs fit")
+        raise AdaptrlError("--jobs is for --backend local (add --backend local); on Ray, "
+                           "--cpus-per-run sets how many runs fit")
     presets = parse_list(args.presets, "--presets") if args.presets else [None]
     spec = SweepSpec(algos=parse_list(args.algos, "--algos"),
                      families=parse_list(args.families, "--families"), presets=presets,
