@@ -118,11 +118,9 @@ class BatchEnv(PicklesFamilyByName):
         self.active[:] = True
         return self._obs.copy()
 
-    def step(self, action) -> StepResult:
-        """Advance every running environment by one control step.
-
-        action: ``[T, N, act_dim]``; it is clipped to the action bounds.
-        """
+    def _checked_action(self, action) -> np.ndarray:
+        """``action [T, N, act_dim]`` as float32, checked against the batch and the episodes
+        running, clipped to the action bounds (one-hot of its argmax for discrete actions)."""
         if self.tasks is None or not self.active.any():
             raise RuntimeError("reset() the environment before step() (all episodes are over)")
         action = np.asarray(action, dtype=np.float32)
@@ -132,9 +130,15 @@ class BatchEnv(PicklesFamilyByName):
                 f"got {action.shape}"
             )
         if self.family.discrete_actions:  # one-hot of the chosen action (argmax of any vector)
-            action = np.eye(self.act_dim, dtype=np.float32)[action.argmax(-1)]
-        else:
-            action = np.clip(action, self.action_low, self.action_high)
+            return np.eye(self.act_dim, dtype=np.float32)[action.argmax(-1)]
+        return np.clip(action, self.action_low, self.action_high)
+
+    def step(self, action) -> StepResult:
+        """Advance every running environment by one control step.
+
+        action: ``[T, N, act_dim]``; it is clipped to the action bounds.
+        """
+        action = self._checked_action(action)
         prev_obs = self._obs.copy()
         running = self.active.reshape(-1)
         flat_obs = self._obs.reshape(self.batch_size, self.obs_dim)

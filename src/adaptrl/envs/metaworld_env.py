@@ -120,15 +120,7 @@ class MetaWorldBatchEnv(BatchEnv):
     def step(self, action) -> StepResult:
         """Step every running environment with Meta-World's own ``step``; rewards, success
         flags and observations come from it (see the module docstring)."""
-        if self.tasks is None or not self.active.any():
-            raise RuntimeError("reset() the environment before step() (all episodes are over)")
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (self.num_tasks, self.num_episodes, self.act_dim):
-            raise ValueError(
-                f"action must have shape {(self.num_tasks, self.num_episodes, self.act_dim)}, "
-                f"got {action.shape}"
-            )
-        action = np.clip(action, self.action_low, self.action_high).reshape(self.batch_size, -1)
+        action = self._checked_action(action).reshape(self.batch_size, -1)
         flat_obs = self._obs.reshape(self.batch_size, self.obs_dim)
         reward = np.zeros(self.batch_size, np.float32)
         success = np.zeros(self.batch_size, bool)
