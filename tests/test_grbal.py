@@ -329,3 +329,22 @@ def test_eval_on_the_midway_family_reports_returns_before_and_after_the_change(t
     assert all(len(task["segment_returns"]) == 2 for task in result["tasks"])
     assert (folder / "reward_curve.png").is_file()
     assert "return before the change (steps 0–99)" in (folder / "eval.md").read_text()
+
+
+def test_the_adapting_planner_acts_the_same_on_one_thread_and_on_two():
+    """The sampler gives the MPC policy's steps the caller's torch threads (the planner's
+    products split over them); the actions are the same bit for bit as on one thread."""
+    method = _grbal("cheetah-crippled", "hidden_sizes=[64, 64]", "candidates=64",
+                    "plan_horizon=4", "window=4")
+    tasks = method.family.sample(3, np.random.default_rng(1))
+    policy = method.adapt(tasks, [1], np.random.default_rng(0))[0].policy
+    assert policy.parallel_step and policy.adaptive
+    threads, batches = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            batches.append(method.sampler.sample(policy, tasks, np.random.default_rng(3), 4,
+                                                 horizon=12))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(batches[0].actions, batches[1].actions)

@@ -268,3 +268,64 @@ def test_the_categorical_head_samples_its_softmax_and_scores_one_hot_actions():
     torch.testing.assert_close(entropy, -(p * p.log()).sum(-1))
     with torch.no_grad():
         assert float(net.kl(inputs, net.params(), net.params()).abs().max()) < 1e-6
+
+
+class ThreadSpy(Policy):
+    """Records torch's thread count during its own steps, and the env's during the env step."""
+
+    def __init__(self, parallel):
+        self.parallel_step, self.seen = parallel, []
+
+    def initial_state(self, num_envs):
+        return torch.zeros(num_envs)
+
+    def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
+        self.seen.append(torch.get_num_threads())
+        return torch.zeros(*obs.shape[:-1], 2), state
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_parallel_step_policy_gets_the_callers_threads_and_the_simulator_one(parallel):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sampler = LocalSampler("point-nav")
+        env = sampler.environments(1, 2)
+        env_threads, step = [], env.step
+        env.step = lambda a: (env_threads.append(torch.get_num_threads()), step(a))[1]
+        spy = ThreadSpy(parallel)
+        sampler.sample(spy, [REACHED], np.random.default_rng(0), 2, horizon=3)
+        assert set(env_threads) == {1}  # the simulator never runs beside torch's workers
+        assert set(spy.seen) == ({2} if parallel else {1})
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("network", ["gru", "snail"])
+def test_recurrent_rollouts_do_not_depend_on_the_policy_threads(network):
+    """The GRU's and SNAIL's steps run on the caller's threads in the sampler: the episodes
+    are the same bit for bit as on one thread (the Ray workers run on one)."""
+    from adaptrl.algos import get_algorithm
+    from adaptrl.config import make_config
+    from adaptrl.tasks import get_family
+
+    cls = get_algorithm("rl2")
+    width = 256 if network == "gru" else 32  # sizes whose products torch splits over threads
+    config = make_config(cls, None, [f"network={network}", f"hidden_sizes=[{width}]",
+                                     "trial_episodes=2", "horizon=20"])
+    torch.manual_seed(0)
+    algo = cls(get_family("point-nav"), config, LocalSampler("point-nav"))
+    tasks = algo.family.sample(6, np.random.default_rng(1))
+    batches = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            batches.append(algo.sampler.sample(algo.policy.actor(), tasks,
+                                               np.random.default_rng(2), 32, horizon=20,
+                                               trial_episodes=2))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = batches
+    assert torch.equal(one.actions, two.actions) and torch.equal(one.obs, two.obs)

@@ -190,6 +190,8 @@ class CategoricalGRUPolicy(GRUPolicy):
 class GRUActor(NetworkActor, Policy):
     """A `GRUPolicy` with parameters θ (shared or per task) as a stateful sampler policy."""
 
+    parallel_step = True  # [T·N, in] × [in, 3·hidden] products: worth every thread
+
     network = GRUPolicy
 
     def initial_state(self, num_envs):

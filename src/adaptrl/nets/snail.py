@@ -356,6 +356,7 @@ class SNAILActor(NetworkActor, Policy):
     new step from the cache of the trial so far (`SNAILPolicy.cached_step`)."""
 
     network = SNAILPolicy
+    parallel_step = True  # its features widen to hundreds of channels: worth every thread
 
     def initial_state(self, num_envs):
         return self.net.initial_state(num_envs, self.current_params()["embed.weight"].dtype)

@@ -140,6 +140,8 @@ class MPCPolicy(Policy):
         """Wall time of each `step` call in this process (adaptation and planning for the whole
         batch of environments), in ms; a policy rebuilt from a snapshot starts empty."""
 
+    parallel_step = True  # N × candidates model passes per step: worth every torch thread
+
     @property
     def adaptive(self) -> bool:
         return self.inner_steps > 0 and self.inner_lr > 0

@@ -75,6 +75,11 @@ class Policy:
     """Whether `step` reads the previous action, reward and done flag (the sampler skips
     their bookkeeping for policies that do not)."""
 
+    parallel_step = False
+    """Whether `step` is heavy enough to run on all of the caller's torch threads (a wide GRU,
+    SNAIL, an MPC planner); the sampler runs other policies, and the simulator, with torch on
+    one thread."""
+
     def initial_state(self, num_envs) -> State:
         """The state at the start of a trial for a batch ``num_envs`` = ``(T, N)``; None for a
         memoryless policy."""
@@ -138,6 +143,10 @@ class PolicyWrapper(Policy):
     @property
     def uses_feedback(self):
         return self.inner.uses_feedback
+
+    @property
+    def parallel_step(self):
+        return self.inner.parallel_step
 
     def initial_state(self, num_envs):
         return self.inner.initial_state(num_envs)

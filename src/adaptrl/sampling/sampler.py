@@ -22,23 +22,32 @@ from .policy import MemorylessPolicy, Policy, check_state, hold_state
 
 
 @contextlib.contextmanager
-def single_torch_thread():
-    """Run torch on one thread inside the block (restored after).
-
-    During rollouts the policy's per-step forward passes are tiny, while the simulator runs its
-    own native threads; torch's OpenMP workers, which spin for a while after every parallel
-    region, would take cores from the simulator (measured: 2.9–3.3 s → 2.3–2.5 s for 80k
-    HalfCheetah steps on 2 cores).
-    """
+def torch_threads(n: int):
+    """Run torch on ``n`` threads inside the block (the previous count restored after)."""
     threads = torch.get_num_threads()
-    if threads == 1:
+    if threads == n:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def single_torch_thread():
+    """Run torch on one thread inside the block (restored after); yields the caller's thread
+    count, which `rollout` gives back to the steps of a policy with ``parallel_step``.
+
+    During rollouts a memoryless policy's per-step forward passes are tiny, while the simulator
+    runs its own native threads; torch's OpenMP workers, which spin for a while after every
+    parallel region, would take cores from the simulator (measured: 2.9–3.3 s → 2.3–2.5 s for
+    80k HalfCheetah steps on 2 cores).
+    """
+    threads = torch.get_num_threads()
+    with torch_threads(1):
+        yield threads
 
 
 def _uses_feedback(policy: Policy) -> bool:
@@ -47,7 +56,7 @@ def _uses_feedback(policy: Policy) -> bool:
 
 def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, horizon: int,
             trial_episodes: int = 1, *, simulated: np.ndarray | None = None,
-            episode_steps=()) -> Episodes:
+            episode_steps=(), policy_threads: int = 1) -> Episodes:
     """Run one trial of ``trial_episodes`` episodes of ``horizon`` steps in each of the env's
     T × N environments, on the tasks ``tasks [T, k]`` (ψ); returns `Episodes` ``[T, N, k·H]``.
 
@@ -64,6 +73,10 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
     batch's. ``episode_steps`` gives the number of steps of each of the first episodes (the
     whole batch's, for a replay); any other episode but the last stops when the share's
     environments are over, and a share's last one runs the full horizon (the caller cuts it).
+
+    ``policy_threads``: torch threads for the steps of a policy whose ``parallel_step`` is set
+    (a GRU-256 or an MPC planner: large matrix products while the simulator's threads wait);
+    everything else runs on the caller's threads. Results do not depend on it.
     """
     H, k = int(horizon), int(trial_episodes)
     if H < 1 or k < 1:
@@ -89,6 +102,7 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
     stateful = state is not None
     # a memoryless policy is called straight (the per-step cost of the old closure contract)
     act = policy.act if isinstance(policy, MemorylessPolicy) else None
+    step_threads = int(policy_threads) if getattr(policy, "parallel_step", False) else None
     new_state = None
     for j in range(k):
         obs_buf[j, 0] = env.reset(rng, generator)
@@ -104,6 +118,10 @@ def rollout(env: BatchEnv, policy: Policy, tasks, rng: np.random.Generator, hori
             mask_buf[j, t] = env.active
             if act is not None:
                 actions = act(torch.from_numpy(obs_buf[j, t]), generator)
+            elif step_threads is not None:
+                with torch_threads(step_threads):
+                    actions, new_state = policy.step(torch.from_numpy(obs_buf[j, t]), state,
+                                                     *feedback, generator)
             else:
                 actions, new_state = policy.step(torch.from_numpy(obs_buf[j, t]), state,
                                                  *feedback, generator)
@@ -186,6 +204,6 @@ class LocalSampler(Sampler):
     def sample(self, policy, tasks, rng, episodes, *, horizon=None, trial_episodes=1):
         tasks = self.family.check_tasks(tasks)
         env = self.environments(len(tasks), episodes)
-        with single_torch_thread():
+        with single_torch_thread() as threads:
             return rollout(env, policy, tasks, rng, horizon or self.family.horizon,
-                           trial_episodes)
+                           trial_episodes, policy_threads=threads)
