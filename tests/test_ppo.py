@@ -12,10 +12,12 @@ from adaptrl.optim.ppo import (
     PPOOptions,
     minibatch_rows,
     ppo_clipped_loss,
+    ppo_lr,
     ppo_optimizer,
     ppo_update,
     ppo_value_loss,
     select_rows,
+    set_lr,
 )
 from adaptrl.sampling import Episodes
 
@@ -315,6 +317,20 @@ def test_options_ranges_are_checked():
     rec = _Recorder(T=1, N=3)
     with pytest.raises(ValueError, match="whole rows"):
         rec.update(PPOOptions(minibatches=4), seed=0)
+
+
+def test_learning_rate_schedules():
+    constant = PPOOptions(lr=1e-3, lr_end=1e-4)
+    assert [ppo_lr(constant, done, 10) for done in (0, 5, 9)] == [1e-3] * 3
+    linear = PPOOptions(lr=1e-3, lr_end=1e-4, lr_schedule="linear")
+    assert [ppo_lr(linear, done, 10) for done in (0, 3, 9, 12)] == pytest.approx(
+        [1e-3, 7e-4, 1e-4, 1e-4])
+    assert ppo_lr(linear, 0, 1) == 1e-3  # a one-iteration run keeps lr
+    optimizer = ppo_optimizer([torch.zeros(2, requires_grad=True)], linear)
+    set_lr(optimizer, 5e-4)
+    assert [group["lr"] for group in optimizer.param_groups] == [5e-4]
+    with pytest.raises(ValueError, match="lr_end"):
+        PPOOptions(lr_end=-1e-3).validate()
 
 
 # ── a recurrent policy over trials ────────────────────────────────────────────────────────────

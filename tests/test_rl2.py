@@ -16,7 +16,7 @@ from adaptrl.sampling import ContinueTrial
 from adaptrl.tasks import get_family
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_runner import assert_resume_is_exact  # noqa: E402
+from test_runner import assert_resume_is_exact, read_metrics, reproducible  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,6 +54,33 @@ def test_adapted_policies_resume_the_trial_where_the_context_left_it():
 
 def test_resume_is_exact(tmp_path):
     assert_resume_is_exact(tmp_path, "rl2", "bandit-k5", first=1, total=3)
+
+
+def test_linear_lr_schedule_runs_from_lr_to_lr_end_and_resumes_exactly(tmp_path, monkeypatch):
+    overrides = ["lr_schedule=linear", "lr=0.004", "lr_end=0.001", "iterations=5",
+                 "checkpoint_every=1"]
+
+    def run(out, resume=False):
+        return train("rl2", "bandit-k5", preset="smoke", overrides=overrides, out=out,
+                     resume=resume, progress=False)
+
+    whole = read_metrics(run(tmp_path / "whole"))
+    assert [float(row["ppo/lr"]) for row in whole] == pytest.approx(
+        [0.004, 0.00325, 0.0025, 0.00175, 0.001])
+    # a run that dies in its fourth iteration continues the same schedule when resumed
+    step = get_algorithm("rl2").train_step
+
+    def dies_in_the_fourth(self, rng):
+        if self.iteration == 3:
+            raise RuntimeError("killed")
+        return step(self, rng)
+
+    monkeypatch.setattr(get_algorithm("rl2"), "train_step", dies_in_the_fourth)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "killed")
+    monkeypatch.undo()
+    run(tmp_path / "killed", resume=True)
+    assert reproducible(read_metrics(tmp_path / "killed")) == reproducible(whole)
 
 
 def test_continuous_families_get_a_gaussian_head_and_train():

@@ -35,7 +35,7 @@ import torch
 
 from ..nets import CategoricalGRUPolicy, GaussianGRUPolicy
 from ..nets.snail import SNAILPolicy
-from ..optim.ppo import PPOOptions, ppo_optimizer, ppo_update, select_rows
+from ..optim.ppo import PPOOptions, ppo_lr, ppo_optimizer, ppo_update, select_rows, set_lr
 from ..resources import episode_bytes
 from ..sampling import ContinueTrial, Episodes
 from .base import Adapted, BaseConfig, MetaAlgorithm, option, sorted_budgets
@@ -133,9 +133,13 @@ class RL2(MetaAlgorithm):
             return log_prob, row_values, entropy
 
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        return ppo_update(loss_terms, self.optimizer, trials.mask, advantages,
-                          generator=generator, options=cfg, returns=returns,
-                          old_log_prob=old_log_prob)
+        lr = ppo_lr(cfg, self.iteration, cfg.iterations)
+        set_lr(self.optimizer, lr)
+        metrics = ppo_update(loss_terms, self.optimizer, trials.mask, advantages,
+                             generator=generator, options=cfg, returns=returns,
+                             old_log_prob=old_log_prob)
+        metrics["ppo/lr"] = lr
+        return metrics
 
     # ── meta-test: the memory adapts ──
     def adapt(self, tasks, budgets, rng):

@@ -34,10 +34,12 @@ from .ppo import (
     PPOOptions,
     minibatch_rows,
     ppo_clipped_loss,
+    ppo_lr,
     ppo_optimizer,
     ppo_update,
     ppo_value_loss,
     select_rows,
+    set_lr,
 )
 from .trpo import (
     REFUSED_LINE_SEARCH,
@@ -64,7 +66,7 @@ __all__ = [
     "flat_grad", "flatten", "hessian_vector_product",
     "implicit_task_gradient", "make_hvp", "masked_task_mean", "minibatch_rows",
     "mixed_derivative_vjp", "normalize_per_task", "per_task_trpo_step", "per_task_vectors",
-    "policy_hessian_product", "ppo_clipped_loss", "ppo_optimizer", "ppo_update", "ppo_value_loss",
-    "reward_gradient", "select_rows", "step_weights", "task_fisher", "trpo_search_direction",
-    "trpo_step", "unflat_dict", "unflatten_like",
+    "policy_hessian_product", "ppo_clipped_loss", "ppo_lr", "ppo_optimizer", "ppo_update",
+    "ppo_value_loss", "reward_gradient", "select_rows", "set_lr", "step_weights", "task_fisher",
+    "trpo_search_direction", "trpo_step", "unflat_dict", "unflatten_like",
 ]

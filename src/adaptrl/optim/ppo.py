@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -59,6 +60,11 @@ class PPOOptions:
                          gt=0, lt=1)
     lr: float = option(3e-4, "Adam learning rate of the PPO optimiser (`ppo_optimizer`)",
                        positive=True, le=1)
+    lr_end: float = option(0.0, "with lr_schedule linear: the learning rate reached at the "
+                                "last iteration", ge=0, le=1)
+    lr_schedule: Literal["constant", "linear"] = option(
+        "constant", "constant: lr throughout; linear: from lr at the first iteration to lr_end "
+        "at the last (`ppo_lr`)")
     value_coef: float = option(0.5, "weight c₁ of the value loss (V − V_targ)²", ge=0, le=1e4)
     entropy_coef: float = option(0.0, "weight c₂ of the entropy bonus", ge=0, le=1e4)
     max_grad_norm: float = option(0.5, "clip the global gradient norm to this (0: no clipping)",
@@ -167,6 +173,23 @@ def select_rows(x: Tensor, rows: Tensor, lead: int = 2) -> Tensor:
 def ppo_optimizer(params: Iterable[Tensor], options: PPOOptions) -> torch.optim.Adam:
     """Adam over ``params`` at ``options.lr`` (PyTorch's other Adam defaults)."""
     return torch.optim.Adam(params, lr=options.lr)
+
+
+def ppo_lr(options: PPOOptions, done: int, total: int) -> float:
+    """The learning rate of the iteration that follows ``done`` of ``total`` iterations:
+    ``options.lr`` throughout with the constant schedule; with the linear one, ``lr`` at the
+    first iteration (done = 0), ``lr_end`` at the last (done = total − 1), linear in between.
+    A function of the iteration count only, so a resumed run continues the same schedule."""
+    if options.lr_schedule == "constant" or total <= 1:
+        return options.lr
+    fraction = min(max(done / (total - 1), 0.0), 1.0)
+    return options.lr + fraction * (options.lr_end - options.lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every param group of ``optimizer`` steps at ``lr`` from now on."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 # ── the update ────────────────────────────────────────────────────────────────────────────────
