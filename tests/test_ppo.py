@@ -330,7 +330,9 @@ def test_learning_rate_schedules():
     set_lr(optimizer, 5e-4)
     assert [group["lr"] for group in optimizer.param_groups] == [5e-4]
     with pytest.raises(ValueError, match="lr_end"):
-        PPOOptions(lr_end=-1e-3).validate()
+        PPOOptions(lr_end=-1e-3, lr_schedule="linear").validate()
+    with pytest.raises(ValueError, match="lr_schedule=linear"):
+        PPOOptions(lr_end=1e-4).validate()  # an lr_end nothing would read
 
 
 # ── a recurrent policy over trials ────────────────────────────────────────────────────────────

@@ -77,8 +77,12 @@ class PPOOptions:
                                      "(PPO2-style value clipping); needs old values")
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field outside its declared range."""
+        """Raise ValueError naming the first field outside its declared range, or lr_end set
+        where no schedule reads it."""
         check_ranges(self)
+        if self.lr_schedule == "constant" and self.lr_end != 0:
+            raise ValueError(f"lr_end = {self.lr_end} has no effect with lr_schedule constant: "
+                             f"set lr_schedule=linear to anneal lr to it")
 
 
 # ── masked means ──────────────────────────────────────────────────────────────────────────────
