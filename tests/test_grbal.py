@@ -144,6 +144,61 @@ def test_meta_gradient_of_the_model_loss_matches_finite_differences(first_order)
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9)
 
 
+def test_meta_learned_step_sizes_get_the_exact_meta_gradient():
+    """learn_inner_lr: ∂L(θ′)/∂ log α per weight tensor by autograd equals central differences
+    in float64 (α enters θ′ = θ − α∇L only), and the controller adapts with the learnt α."""
+    method = _grbal("point-nav", "hidden_sizes=[6]", "activation=tanh", "window=3", "future=2",
+                    "inner_lr=0.5", "learn_inner_lr=true")
+    model = method.model.double()
+    method.log_inner_lr.double()
+    assert sorted(method.log_inner_lr) == sorted(model.weights_dict())
+    rng = np.random.default_rng(1)
+    obs, act, next_obs = _segments(method, 4, rng)
+    model.fit_normalizers(obs.reshape(-1, 2), act.reshape(-1, 2), next_obs.reshape(-1, 2))
+    model.double()
+    with torch.no_grad():  # distinct step sizes per tensor
+        for i, v in enumerate(method.log_inner_lr.values()):
+            v.fill_(np.log(0.5) + 0.2 * i - 0.5)
+    rates = list(method.log_inner_lr.values())
+    grads = torch.autograd.grad(method.segment_loss(obs, act, next_obs), rates)
+    eps = 1e-6
+    for rate, grad in zip(rates, grads):
+        values = []
+        for step in (eps, -eps):
+            with torch.no_grad():
+                rate.add_(step)
+            values.append(float(method.segment_loss(obs, act, next_obs).detach()))
+            with torch.no_grad():
+                rate.sub_(step)
+        assert float(grad) == pytest.approx((values[0] - values[1]) / (2 * eps), rel=1e-6,
+                                            abs=1e-10)
+    assert any(abs(float(g)) > 1e-6 for g in grads)  # the step sizes matter
+    policy = method.controller(np.zeros((1, 2)), 1)
+    assert policy.inner_lr == pytest.approx({k: float(v.detach().exp())
+                                             for k, v in method.log_inner_lr.items()})
+
+
+def test_meta_learned_step_sizes_train_checkpoint_and_refuse_a_mismatched_config():
+    method = _grbal("point-nav", "iterations=2", "horizon=12", "window=3", "future=3",
+                    "model_steps=5", "candidates=8", "plan_horizon=2", "learn_inner_lr=true")
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        metrics = method.train_step(rng)
+    start = np.log(method.config.inner_lr)
+    assert all(abs(float(v.detach()) - start) > 0 for v in method.log_inner_lr.values())  # trained
+    assert metrics["model/inner_lr"] == pytest.approx(
+        float(torch.stack(list(method.log_inner_lr.values())).mean().exp()))
+    state = method.state_dict()
+    fresh = _grbal("point-nav", "horizon=12", "window=3", "future=3", "learn_inner_lr=true")
+    fresh.load_state_dict(state)
+    for k, v in method.log_inner_lr.items():
+        assert torch.equal(fresh.log_inner_lr[k], v)
+    fixed = _grbal("point-nav", "horizon=12", "window=3", "future=3")
+    with pytest.raises(ValueError, match="learn_inner_lr"):
+        fixed.load_state_dict(state)
+    assert fixed.step_sizes() == fixed.config.inner_lr and len(fixed.log_inner_lr) == 0
+
+
 # ─── the planner ────────────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize("method", ["cem", "random"])
 def test_planner_finds_the_optimum_of_a_quadratic_reward_under_a_linear_model(method):

@@ -76,7 +76,7 @@ METHODS = {  # name: (family, overrides of its smoke preset)
     "mb-gauss": ("hopper-2d", MODEL_BASED),
     "rl2": ("bandit-k5", RECURRENT),
     "snail": ("bandit-k5", RECURRENT),
-    "grbal": ("cheetah-crippled", MPC),
+    "grbal": ("cheetah-crippled", [*MPC, "learn_inner_lr=true"]),  # ψ resumes too
     "mb-mpc": ("cheetah-crippled", MPC),
     "mb-mpc-finetune": ("cheetah-crippled", MPC),
 }

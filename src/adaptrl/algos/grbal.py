@@ -34,8 +34,10 @@ control step (0: the model as trained, no adaptation; GrBAL's Alg. 2 is n = ``in
 No sample is spent before the evaluated episodes: the adaptation uses the episode's own past.
 
 Simplifications, stated: a fixed number of model steps per iteration instead of the official
-early stopping on 10 % held-out trajectories; the inner step size is not meta-learned (as in the
-released code); each environment of the batch adapts its own copy of the model.
+early stopping on 10 % held-out trajectories; the inner step size is fixed, as in the released
+code, unless ``learn_inner_lr`` meta-learns it as the paper allows (ψ of u_ψ: one step size per
+weight tensor, log-parameterised, trained by the outer Adam); each environment of the batch
+adapts its own copy of the model.
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class GrBALConfig(BaseConfig):
     inner_steps: int = option(1, "inner SGD steps (GrBAL: 1)", ge=1, le=100)
     first_order: bool = option(False, "treat the inner gradient as a constant (first-order "
                                       "MAML) instead of differentiating through it")
+    learn_inner_lr: bool = option(False, "meta-learn the inner step size (the paper's u_ψ "
+                                         "allows it; the released code keeps α fixed): one "
+                                         "step size per weight tensor, starting at inner_lr, "
+                                         "trained with the model by the outer Adam")
     adapt_every: int = option(1, "adapt the model online every k control steps", ge=1,
                               le=10**6)
     planner: Planner = option("random", "MPC search: random (shooting) or cem")
@@ -116,7 +122,8 @@ class MBMPCConfig(GrBALConfig):
     unused_fields: ClassVar[dict[str, str]] = {
         **GrBALConfig.unused_fields,
         "inner_lr": "MB-MPC never adapts its model", "inner_steps": "MB-MPC never adapts",
-        "first_order": "MB-MPC is not meta-trained", "adapt_every": "MB-MPC never adapts"}
+        "first_order": "MB-MPC is not meta-trained", "adapt_every": "MB-MPC never adapts",
+        "learn_inner_lr": "MB-MPC is not meta-trained"}
 
 
 @dataclass
@@ -124,7 +131,8 @@ class FinetuneConfig(GrBALConfig):
     unused_fields: ClassVar[dict[str, str]] = {
         **GrBALConfig.unused_fields,
         "inner_steps": "online fine-tuning takes as many SGD steps as the budget says",
-        "first_order": "the model is not meta-trained"}
+        "first_order": "the model is not meta-trained",
+        "learn_inner_lr": "the model is not meta-trained: online fine-tuning steps by inner_lr"}
 
 
 class TrajectoryData:
@@ -198,7 +206,14 @@ class GrBAL(MetaAlgorithm):
         self.check_segments(cfg, family)
         self.model = DynamicsModel(family.obs_dim, family.act_dim, tuple(cfg.hidden_sizes),
                                    cfg.activation, 1, cfg.model_clamp_margin)
-        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=cfg.model_lr)
+        # ψ, GrBAL's meta-learned step sizes: log α per weight tensor (empty: α = inner_lr)
+        self.log_inner_lr = torch.nn.ParameterDict()
+        if cfg.learn_inner_lr and self.meta_trained:
+            for name in self.model.weights_dict():
+                self.log_inner_lr[name] = torch.nn.Parameter(
+                    torch.tensor(math.log(cfg.inner_lr)))
+        self.model_opt = torch.optim.Adam([*self.model.parameters(),
+                                           *self.log_inner_lr.values()], lr=cfg.model_lr)
         self.data = TrajectoryData(family.obs_dim, family.act_dim, self.horizon)
         self.real_samples = 0
         low, high = action_bounds(family)
@@ -239,6 +254,15 @@ class GrBAL(MetaAlgorithm):
     def default_budgets(self) -> tuple[int, ...]:
         return (0, self.config.inner_steps) if self.online_adaptation else (0,)
 
+    def step_sizes(self, detach: bool = False) -> float | dict:
+        """α of the inner step: ``inner_lr``, or with ``learn_inner_lr`` the meta-learned step
+        size per weight tensor (scalar tensors in the graph; floats with ``detach``)."""
+        if not len(self.log_inner_lr):
+            return self.config.inner_lr
+        if detach:
+            return {k: float(v.detach().exp()) for k, v in self.log_inner_lr.items()}
+        return {k: v.exp() for k, v in self.log_inner_lr.items()}
+
     # ── the controller ──
     def controller(self, tasks: np.ndarray, inner_steps: int, model: DynamicsModel | None = None
                    ) -> MPCPolicy:
@@ -247,7 +271,7 @@ class GrBAL(MetaAlgorithm):
         cfg = self.config
         return MPCPolicy(model if model is not None else self.model, self.family, tasks,
                          self.action_low, self.action_high, cfg.planner_options(), cfg.window,
-                         cfg.inner_lr, inner_steps, cfg.adapt_every)
+                         self.step_sizes(detach=True), inner_steps, cfg.adapt_every)
 
     # ── the model's loss on segments ──
     def segment_loss(self, obs, act, next_obs) -> torch.Tensor:
@@ -259,7 +283,7 @@ class GrBAL(MetaAlgorithm):
             return self.model.loss_with(theta, obs, act, next_obs).mean()
         M = cfg.window
         adapted = self.model.adapt(theta, obs[:, :M], act[:, :M], next_obs[:, :M], None,
-                                   cfg.inner_lr, cfg.inner_steps, differentiable=True,
+                                   self.step_sizes(), cfg.inner_steps, differentiable=True,
                                    first_order=cfg.first_order)  # θ′ = u(τ(t−M, t−1), θ)
         return self.model.loss_with(adapted, obs[:, M:], act[:, M:], next_obs[:, M:]).mean()
 
@@ -287,7 +311,8 @@ class GrBAL(MetaAlgorithm):
             unadapted = self.model.loss_with(self.model.weights_dict(), obs[:, M:], act[:, M:],
                                              next_obs[:, M:]).mean()
         adapted = self.model.adapt(self.model.weights_dict(), obs[:, :M], act[:, :M],
-                                   next_obs[:, :M], None, cfg.inner_lr, cfg.inner_steps)
+                                   next_obs[:, :M], None, self.step_sizes(detach=True),
+                                   cfg.inner_steps)
         with torch.no_grad():
             after = self.model.loss_with(adapted, obs[:, M:], act[:, M:], next_obs[:, M:]).mean()
         return {"loss": losses[-1] if losses else math.nan, "loss_unadapted": float(unadapted),
@@ -311,8 +336,15 @@ class GrBAL(MetaAlgorithm):
                 "model/loss": stats["loss"],
                 "model/future_loss_unadapted": stats["loss_unadapted"],
                 "model/future_loss_adapted": stats.get("loss_adapted", math.nan),
+                "model/inner_lr": self.mean_step_size(),
                 "samples/real": float(self.real_samples),
                 "data/episodes": float(self.data.episodes)}
+
+    def mean_step_size(self) -> float:
+        """The inner step size, or the geometric mean of the meta-learned ones."""
+        if not len(self.log_inner_lr):
+            return float(self.config.inner_lr)
+        return float(torch.stack(list(self.log_inner_lr.values())).detach().mean().exp())
 
     # ── Alg. 2: meta-test ──
     def adapt(self, tasks, budgets, rng):
@@ -334,7 +366,7 @@ class GrBAL(MetaAlgorithm):
         adapts), over up to ``max_windows`` transitions with a full window drawn with a fixed
         seed; and the controller's time per control step for the whole batch (median and p95 ms,
         None when it ran in another process)."""
-        cfg, M = self.config, self.config.window
+        M = self.config.window
         model = policies[0].model
         report = []
         for policy, batch in zip(policies, batches):
@@ -357,7 +389,7 @@ class GrBAL(MetaAlgorithm):
                 after = before
                 if steps > 0:
                     adapted = model.adapt(theta, o[:, :M], a[:, :M], n[:, :M], None,
-                                          cfg.inner_lr, steps)
+                                          policy.inner_lr, steps)
                     with torch.no_grad():
                         after = model.loss_with(adapted, o[:, M:], a[:, M:], n[:, M:]).mean()
                 row.update(error_before=float(before), error_after=float(after))
@@ -371,10 +403,18 @@ class GrBAL(MetaAlgorithm):
     # ── checkpoints ──
     def state_dict(self) -> dict:
         return {**model_training_state(self.model, self.model_opt, self.data),
+                "log_inner_lr": {k: v.detach().clone() for k, v in self.log_inner_lr.items()},
                 "real_samples": self.real_samples, "iteration": self.iteration}
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("log_inner_lr", {})
+        if set(saved) != set(self.log_inner_lr):
+            raise ValueError("checkpoint's meta-learned step sizes (learn_inner_lr) do not match "
+                             "this config's")
         load_model_training_state(self.model, self.model_opt, self.data, state)
+        with torch.no_grad():
+            for k, v in saved.items():
+                self.log_inner_lr[k].copy_(v)
         self.real_samples = int(state["real_samples"])
         self.iteration = int(state["iteration"])
 

@@ -144,10 +144,13 @@ class DynamicsModel(nn.Module):
                                 self.obs_low - self.clamp_margin * width)
         return out
 
-    def adapt(self, weights: dict, obs, act, next_obs, mask=None, lr: float = 0.01,
-              steps: int = 1, differentiable: bool = False, first_order: bool = False) -> dict:
+    def adapt(self, weights: dict, obs, act, next_obs, mask=None,
+              lr: float | dict = 0.01, steps: int = 1, differentiable: bool = False,
+              first_order: bool = False) -> dict:
         """GrBAL's update rule u_ψ: ``steps`` plain SGD steps per row r on that row's
         transitions ``[R, n, d]``, θ′_r = θ − lr·∇_θ L_r(θ) (`loss_with`); leaves ``[R, ...]``.
+        ``lr`` is one step size, or one per weight tensor by name (``w0``, ``b0``, …; floats or
+        scalar tensors, which may require grad: a meta-learned step size).
 
         ``differentiable``: θ′ stays a function of ``weights`` for an outer loss (MAML); with
         ``first_order`` the inner gradients are treated as constants (first-order MAML: the
@@ -168,7 +171,8 @@ class DynamicsModel(nn.Module):
                 losses = self.loss_with(leaves, obs, act, next_obs, mask)
                 grads = torch.autograd.grad(losses.sum(), list(leaves.values()),
                                             create_graph=keep_graph)
-                current = {k: v - lr * g for (k, v), g in zip(current.items(), grads)}
+                current = {k: v - (lr[k] if isinstance(lr, dict) else lr) * g
+                           for (k, v), g in zip(current.items(), grads)}
         return current
 
     def _inputs(self, obs, act):

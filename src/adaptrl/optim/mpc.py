@@ -118,13 +118,14 @@ class MPCPolicy(Policy):
     a mask of the filled slots, its previous observation, and the model weights θ′ adapted at
     the last adaptation. Every ``adapt_every`` control steps the model is adapted **from the
     meta-learned θ** (not from the previous θ′, as the official sampler does) by ``inner_steps``
-    SGD steps of size ``inner_lr`` on the window, which holds past transitions only: the
+    SGD steps of size ``inner_lr`` (one float, or one per weight tensor by name as GrBAL's
+    meta-learned step sizes) on the window, which holds past transitions only: the
     transition that led to the current observation is the newest. A transition across an
     episode boundary of a trial is not added (the window itself is kept: same task).
     """
 
     def __init__(self, model: DynamicsModel, family: TaskFamily | str, tasks, low, high,
-                 planner: PlannerOptions, window: int = 16, inner_lr: float = 0.0,
+                 planner: PlannerOptions, window: int = 16, inner_lr: float | dict = 0.0,
                  inner_steps: int = 0, adapt_every: int = 1):
         self.model = model
         self.family = get_family(family)
@@ -132,7 +133,9 @@ class MPCPolicy(Policy):
         self.low = torch.as_tensor(low, dtype=torch.float32)
         self.high = torch.as_tensor(high, dtype=torch.float32)
         self.planner = planner
-        self.window, self.inner_lr = int(window), float(inner_lr)
+        self.window = int(window)
+        self.inner_lr = {k: float(v) for k, v in inner_lr.items()} \
+            if isinstance(inner_lr, dict) else float(inner_lr)
         self.inner_steps, self.adapt_every = int(inner_steps), int(adapt_every)
         if self.window < 1 or self.adapt_every < 1 or self.inner_steps < 0:
             raise AdaptrlError("MPC policy needs window ≥ 1, adapt_every ≥ 1, inner_steps ≥ 0")
@@ -144,7 +147,8 @@ class MPCPolicy(Policy):
 
     @property
     def adaptive(self) -> bool:
-        return self.inner_steps > 0 and self.inner_lr > 0
+        rates = self.inner_lr.values() if isinstance(self.inner_lr, dict) else [self.inner_lr]
+        return self.inner_steps > 0 and max(rates) > 0
 
     @property
     def uses_feedback(self):

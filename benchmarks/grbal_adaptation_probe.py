@@ -1,0 +1,78 @@
+"""Does GrBAL's online step help the planner? One trained grbal (or mb-mpc-finetune) run, its
+controller four ways on the same test tasks, rollout seed and candidates:
+
+    python benchmarks/grbal_adaptation_probe.py RUN_DIR [--tasks 10] [--episodes 2] [--seed 0]
+
+- ``unadapted``: the model as trained (budget n = 0);
+- ``adapting, alpha ~ 0``: the adapting controller with a step size of 1e-12. It must score the
+  unadapted return to the last digit: the windows, the environments and the per-environment
+  weights line up (a check of the controller, not of the method);
+- ``adapting``: one online step per control step with the run's step size(s) (n = 1);
+- ``adapting on full windows only``: the same, but the model stays unadapted until M
+  transitions are in the window, as in meta-training (the first M − 1 steps of an episode
+  otherwise adapt on shorter windows).
+
+Prints the mean return per episode and the spread over tasks. docs/results.md (issue 12) has
+what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from adaptrl.optim.mpc import MPCPolicy
+from adaptrl.runner import configure_threads, load_run
+
+
+class FullWindowsOnly(MPCPolicy):
+    """Adapts only environments whose window holds ``window`` transitions; the others plan
+    with the model as trained."""
+
+    def adapted_weights(self, state):
+        adapted = super().adapted_weights(state)
+        full = (state["mask"].sum(-1) >= self.window).reshape(-1)
+        theta = self.model.weights_dict()
+        return {k: torch.where(full.reshape(-1, *([1] * (v.dim() - 1))), v,
+                               theta[k].detach().expand_as(v)) for k, v in adapted.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    configure_threads()
+    algo, config, _ = load_run(args.run)
+    family = algo.family
+    tasks = family.splits["test"].sample(args.tasks, np.random.default_rng([args.seed, 1]))
+    rates = algo.step_sizes(detach=True)
+    tiny = {k: 1e-12 for k in rates} if isinstance(rates, dict) else 1e-12
+
+    def controller(cls, step_sizes, steps):
+        return cls(algo.model, family, tasks, algo.action_low, algo.action_high,
+                   config.planner_options(), config.window, step_sizes, steps,
+                   config.adapt_every)
+
+    print(f"{args.run}: {args.tasks} test tasks × {args.episodes} episodes, step size(s) "
+          f"{rates if not isinstance(rates, dict) else {k: round(v, 4) for k, v in rates.items()}}")
+    for name, policy in [("unadapted", controller(MPCPolicy, rates, 0)),
+                         ("adapting, alpha ~ 0", controller(MPCPolicy, tiny, 1)),
+                         ("adapting", controller(MPCPolicy, rates, 1)),
+                         ("adapting on full windows only", controller(FullWindowsOnly, rates, 1))]:
+        start = time.perf_counter()
+        episodes = algo.sampler.sample(policy, tasks, np.random.default_rng([args.seed, 2]),
+                                       args.episodes)
+        returns = episodes.episode_returns()  # [tasks, episodes]
+        print(f"  {name:30s} return {float(returns.mean()):7.2f}   sd over tasks "
+              f"{float(returns.mean(1).std()):5.2f}   {time.perf_counter() - start:4.0f} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
