@@ -187,7 +187,7 @@ def test_meta_learned_step_sizes_train_checkpoint_and_refuse_a_mismatched_config
     start = np.log(method.config.inner_lr)
     assert all(abs(float(v.detach()) - start) > 0 for v in method.log_inner_lr.values())  # trained
     assert metrics["model/inner_lr"] == pytest.approx(
-        float(torch.stack(list(method.log_inner_lr.values())).mean().exp()))
+        float(torch.stack(list(method.log_inner_lr.values())).detach().mean().exp()))
     state = method.state_dict()
     fresh = _grbal("point-nav", "horizon=12", "window=3", "future=3", "learn_inner_lr=true")
     fresh.load_state_dict(state)
