@@ -2,6 +2,7 @@
 controller four ways on the same test tasks, rollout seed and candidates:
 
     python benchmarks/grbal_adaptation_probe.py RUN_DIR [--tasks 10] [--episodes 2] [--seed 0]
+        [--planner random|cem]
 
 - ``unadapted``: the model as trained (budget n = 0);
 - ``adapting, alpha ~ 0``: the adapting controller with a step size of 1e-12. It must score the
@@ -12,13 +13,17 @@ controller four ways on the same test tasks, rollout seed and candidates:
   transitions are in the window, as in meta-training (the first M − 1 steps of an episode
   otherwise adapt on shorter windows).
 
-Prints the mean return per episode and the spread over tasks. docs/results.md (issue 12) has
+``--planner cem`` plans with the cross-entropy method instead of the run's planner (same
+candidates per round, the config's rounds): its candidates gather near the actions it ends up
+executing, where the adapted model was fitted. Prints the mean return per episode and the
+spread over tasks. docs/results.md (issue 12) has
 what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -46,6 +51,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--episodes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--planner", choices=("random", "cem"), default=None,
+                        help="the planner (default: the run's)")
     args = parser.parse_args()
     configure_threads()
     algo, config, _ = load_run(args.run)
@@ -54,13 +61,17 @@ def main() -> None:
     rates = algo.step_sizes(detach=True)
     tiny = {k: 1e-12 for k in rates} if isinstance(rates, dict) else 1e-12
 
+    planner = config.planner_options()
+    if args.planner:
+        planner = dataclasses.replace(planner, method=args.planner)
+
     def controller(cls, step_sizes, steps):
-        return cls(algo.model, family, tasks, algo.action_low, algo.action_high,
-                   config.planner_options(), config.window, step_sizes, steps,
-                   config.adapt_every)
+        return cls(algo.model, family, tasks, algo.action_low, algo.action_high, planner,
+                   config.window, step_sizes, steps, config.adapt_every)
 
     print(f"{args.run}: {args.tasks} test tasks × {args.episodes} episodes, step size(s) "
-          f"{rates if not isinstance(rates, dict) else {k: round(v, 4) for k, v in rates.items()}}")
+          f"{rates if not isinstance(rates, dict) else {k: round(v, 4) for k, v in rates.items()}}"
+          f", planner {planner.method}")
     for name, policy in [("unadapted", controller(MPCPolicy, rates, 0)),
                          ("adapting, alpha ~ 0", controller(MPCPolicy, tiny, 1)),
                          ("adapting", controller(MPCPolicy, rates, 1)),

@@ -12,6 +12,7 @@ import torch
 from adaptrl.algos import get_algorithm
 from adaptrl.cli import main
 from adaptrl.config import make_config
+from adaptrl.errors import AdaptrlError
 from adaptrl.nets.dynamics import DynamicsModel
 from adaptrl.optim.mpc import MPCPolicy, PlannerOptions, plan
 from adaptrl.sampling import LocalSampler
@@ -240,6 +241,34 @@ def _count_model_calls(monkeypatch, T, N, candidates):
                        inner_lr=0.1, inner_steps=1)
     LocalSampler(family).sample(policy, tasks, np.random.default_rng(1), N, horizon=5)
     return calls
+
+
+def test_min_window_plans_with_the_trained_model_until_the_window_is_full():
+    """min_window = window = 3: the first 3 control steps (0, 1, 2 transitions in the window)
+    act exactly as the unadapted controller, step 3 on adapts; a bad min_window is refused."""
+    family = get_family("point-nav")
+    torch.manual_seed(0)
+    model = DynamicsModel(2, 2, (8,), "tanh")
+    tasks = family.split("test", 2, np.random.default_rng(0))
+    options = PlannerOptions("random", horizon=2, candidates=16)
+
+    def actions(**kw):
+        policy = MPCPolicy(model, family, tasks, -torch.ones(2), torch.ones(2), options,
+                           window=3, **kw)
+        return LocalSampler(family).sample(policy, tasks, np.random.default_rng(1), 1,
+                                           horizon=6).actions
+
+    plain = actions(inner_lr=0.5, inner_steps=0)
+    waiting = actions(inner_lr=0.5, inner_steps=1, min_window=3)
+    eager = actions(inner_lr=0.5, inner_steps=1)
+    torch.testing.assert_close(waiting[:, :, :3], plain[:, :, :3], rtol=0, atol=0)
+    assert not torch.equal(waiting[:, :, 3], plain[:, :, 3])  # adapted from step 3 on
+    assert not torch.equal(eager[:, :, 1:3], plain[:, :, 1:3])  # adapts on 1 and 2 already
+    with pytest.raises(AdaptrlError, match="min_window"):
+        MPCPolicy(model, family, tasks, -torch.ones(2), torch.ones(2), options, window=3,
+                  inner_lr=0.5, inner_steps=1, min_window=4)
+    with pytest.raises(AdaptrlError, match="min_window = 4 is larger than window = 3"):
+        _grbal("point-nav", "window=3", "min_window=4")
 
 
 def test_planner_is_batched_over_environments_and_candidates(monkeypatch):

@@ -97,6 +97,11 @@ class GrBALConfig(BaseConfig):
                                          "trained with the model by the outer Adam")
     adapt_every: int = option(1, "adapt the model online every k control steps", ge=1,
                               le=10**6)
+    min_window: int = option(1, "adapt online only once the window holds this many "
+                                "transitions (at most window); before, plan with the model "
+                                "as trained. GrBAL meta-trains its update on full windows: "
+                                "window keeps the online update to what it was trained for",
+                             ge=1, le=10**5)
     planner: Planner = option("random", "MPC search: random (shooting) or cem")
     plan_horizon: int = option(10, "MPC planning horizon h", ge=1, le=1000)
     candidates: int = option(500, "candidate action sequences per control step", ge=1,
@@ -108,6 +113,9 @@ class GrBALConfig(BaseConfig):
     def validate(self) -> None:
         super().validate()
         horizon = self.horizon or None
+        if self.min_window > self.window:
+            raise ValueError(f"min_window = {self.min_window} is larger than window = "
+                             f"{self.window}: the window never holds that many transitions")
         if horizon is not None and self.window + self.future > horizon:
             raise ValueError(f"window + future = {self.window + self.future} steps do not fit "
                              f"in an episode of horizon {horizon}")
@@ -123,6 +131,7 @@ class MBMPCConfig(GrBALConfig):
         **GrBALConfig.unused_fields,
         "inner_lr": "MB-MPC never adapts its model", "inner_steps": "MB-MPC never adapts",
         "first_order": "MB-MPC is not meta-trained", "adapt_every": "MB-MPC never adapts",
+        "min_window": "MB-MPC never adapts",
         "learn_inner_lr": "MB-MPC is not meta-trained"}
 
 
@@ -271,7 +280,8 @@ class GrBAL(MetaAlgorithm):
         cfg = self.config
         return MPCPolicy(model if model is not None else self.model, self.family, tasks,
                          self.action_low, self.action_high, cfg.planner_options(), cfg.window,
-                         self.step_sizes(detach=True), inner_steps, cfg.adapt_every)
+                         self.step_sizes(detach=True), inner_steps, cfg.adapt_every,
+                         cfg.min_window)
 
     # ── the model's loss on segments ──
     def segment_loss(self, obs, act, next_obs) -> torch.Tensor:

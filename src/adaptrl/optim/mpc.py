@@ -121,12 +121,15 @@ class MPCPolicy(Policy):
     SGD steps of size ``inner_lr`` (one float, or one per weight tensor by name as GrBAL's
     meta-learned step sizes) on the window, which holds past transitions only: the
     transition that led to the current observation is the newest. A transition across an
-    episode boundary of a trial is not added (the window itself is kept: same task).
+    episode boundary of a trial is not added (the window itself is kept: same task). An
+    environment whose window holds fewer than ``min_window`` transitions plans with θ itself
+    (GrBAL meta-trains its update on full windows of M; ``min_window = window`` keeps the
+    online update to what it was trained for).
     """
 
     def __init__(self, model: DynamicsModel, family: TaskFamily | str, tasks, low, high,
                  planner: PlannerOptions, window: int = 16, inner_lr: float | dict = 0.0,
-                 inner_steps: int = 0, adapt_every: int = 1):
+                 inner_steps: int = 0, adapt_every: int = 1, min_window: int = 1):
         self.model = model
         self.family = get_family(family)
         self.tasks = torch.as_tensor(tasks, dtype=torch.float32).reshape(-1, self.family.task_dim)
@@ -137,8 +140,12 @@ class MPCPolicy(Policy):
         self.inner_lr = {k: float(v) for k, v in inner_lr.items()} \
             if isinstance(inner_lr, dict) else float(inner_lr)
         self.inner_steps, self.adapt_every = int(inner_steps), int(adapt_every)
+        self.min_window = int(min_window)
         if self.window < 1 or self.adapt_every < 1 or self.inner_steps < 0:
             raise AdaptrlError("MPC policy needs window ≥ 1, adapt_every ≥ 1, inner_steps ≥ 0")
+        if not 1 <= self.min_window <= self.window:
+            raise AdaptrlError(f"MPC policy needs 1 ≤ min_window ≤ window = {self.window}, "
+                               f"got {self.min_window}")
         self.step_ms: list[float] = []
         """Wall time of each `step` call in this process (adaptation and planning for the whole
         batch of environments), in ms; a policy rebuilt from a snapshot starts empty."""
@@ -191,17 +198,24 @@ class MPCPolicy(Policy):
         return out
 
     def adapted_weights(self, state) -> dict:
-        """θ′ for every environment from its window, leaves ``[T·N, ...]``."""
+        """θ′ for every environment from its window, leaves ``[T·N, ...]`` (θ itself where the
+        window holds fewer than ``min_window`` transitions)."""
         T, N = state["clock"].shape
         M = self.window
 
         def flat(x):
             return x.reshape(T * N, M, -1)
 
-        return self.model.adapt(self.model.weights_dict(), flat(state["obs"]),
-                                flat(state["act"]), flat(state["next_obs"]),
-                                state["mask"].reshape(T * N, M), self.inner_lr,
-                                self.inner_steps)
+        mask = state["mask"].reshape(T * N, M)
+        adapted = self.model.adapt(self.model.weights_dict(), flat(state["obs"]),
+                                   flat(state["act"]), flat(state["next_obs"]), mask,
+                                   self.inner_lr, self.inner_steps)
+        if self.min_window <= 1:
+            return adapted
+        short = mask.sum(-1) < self.min_window  # [T·N]
+        theta = self.model.weights_dict()
+        return {k: torch.where(short.reshape(-1, *([1] * (w.dim() - 1))),
+                               theta[k].detach().expand_as(w), w) for k, w in adapted.items()}
 
     def step(self, obs, state, prev_action, prev_reward, prev_done, generator):
         start = time.perf_counter()
@@ -250,7 +264,7 @@ class MPCPolicy(Policy):
         spec = {"family": self.family.name, "model": self.model.config(),
                 "planner": asdict(self.planner), "window": self.window,
                 "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
-                "adapt_every": self.adapt_every}
+                "adapt_every": self.adapt_every, "min_window": self.min_window}
         return PolicySnapshot(class_path(type(self)), spec, snapshot_tensors(tensors))
 
     @classmethod
@@ -262,4 +276,4 @@ class MPCPolicy(Policy):
                                if k.startswith("model.")})
         return cls(model, spec["family"], t["tasks"], t["low"], t["high"],
                    PlannerOptions(**spec["planner"]), spec["window"], spec["inner_lr"],
-                   spec["inner_steps"], spec["adapt_every"])
+                   spec["inner_steps"], spec["adapt_every"], spec.get("min_window", 1))
