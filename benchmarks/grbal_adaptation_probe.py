@@ -9,9 +9,9 @@ controller four ways on the same test tasks, rollout seed and candidates:
   unadapted return to the last digit: the windows, the environments and the per-environment
   weights line up (a check of the controller, not of the method);
 - ``adapting``: one online step per control step with the run's step size(s) (n = 1);
-- ``adapting on full windows only``: the same, but the model stays unadapted until M
-  transitions are in the window, as in meta-training (the first M − 1 steps of an episode
-  otherwise adapt on shorter windows).
+- ``adapting on full windows only``: the same with ``min_window = window``: the model stays
+  unadapted until M transitions are in the window, as in meta-training (the first M − 1 steps
+  of an episode otherwise adapt on shorter windows).
 
 ``--planner cem`` plans with the cross-entropy method instead of the run's planner (same
 candidates per round, the config's rounds): its candidates gather near the actions it ends up
@@ -27,22 +27,9 @@ import dataclasses
 import time
 
 import numpy as np
-import torch
 
 from adaptrl.optim.mpc import MPCPolicy
 from adaptrl.runner import configure_threads, load_run
-
-
-class FullWindowsOnly(MPCPolicy):
-    """Adapts only environments whose window holds ``window`` transitions; the others plan
-    with the model as trained."""
-
-    def adapted_weights(self, state):
-        adapted = super().adapted_weights(state)
-        full = (state["mask"].sum(-1) >= self.window).reshape(-1)
-        theta = self.model.weights_dict()
-        return {k: torch.where(full.reshape(-1, *([1] * (v.dim() - 1))), v,
-                               theta[k].detach().expand_as(v)) for k, v in adapted.items()}
 
 
 def main() -> None:
@@ -65,17 +52,18 @@ def main() -> None:
     if args.planner:
         planner = dataclasses.replace(planner, method=args.planner)
 
-    def controller(cls, step_sizes, steps):
-        return cls(algo.model, family, tasks, algo.action_low, algo.action_high, planner,
-                   config.window, step_sizes, steps, config.adapt_every)
+    def controller(step_sizes, steps, min_window=1):
+        return MPCPolicy(algo.model, family, tasks, algo.action_low, algo.action_high, planner,
+                         config.window, step_sizes, steps, config.adapt_every, min_window)
 
     print(f"{args.run}: {args.tasks} test tasks × {args.episodes} episodes, step size(s) "
           f"{rates if not isinstance(rates, dict) else {k: round(v, 4) for k, v in rates.items()}}"
           f", planner {planner.method}")
-    for name, policy in [("unadapted", controller(MPCPolicy, rates, 0)),
-                         ("adapting, alpha ~ 0", controller(MPCPolicy, tiny, 1)),
-                         ("adapting", controller(MPCPolicy, rates, 1)),
-                         ("adapting on full windows only", controller(FullWindowsOnly, rates, 1))]:
+    for name, policy in [("unadapted", controller(rates, 0)),
+                         ("adapting, alpha ~ 0", controller(tiny, 1)),
+                         ("adapting", controller(rates, 1)),
+                         ("adapting on full windows only",
+                          controller(rates, 1, config.window))]:
         start = time.perf_counter()
         episodes = algo.sampler.sample(policy, tasks, np.random.default_rng([args.seed, 2]),
                                        args.episodes)
