@@ -394,8 +394,8 @@ def trained_runs(tmp_path, monkeypatch):
     runs = []
     for cls in (GreedyDummy, NoisyDummy):
         monkeypatch.setitem(ALGORITHMS, cls.name, cls)
-        runs.append(train(cls.name, "point-nav", overrides=["iterations=2"], seed=3,
-                          out=tmp_path / "runs" / cls.name, progress=False))
+        runs.append(train(cls.name, "point-nav", overrides=["iterations=2", "checkpoint_every=1"],
+                          seed=3, out=tmp_path / "runs" / cls.name, progress=False))
     return runs
 
 
@@ -441,7 +441,18 @@ def test_cli_eval_uses_the_same_tasks_for_every_run(trained_runs):
     assert [t["params"] for t in first["tasks"]] == [t["params"] for t in second["tasks"]]
 
 
+def test_cli_eval_of_a_chosen_checkpoint(trained_runs):
+    from adaptrl.cli import main
+
+    run = trained_runs[0]
+    assert main(["eval", str(run), "--num-tasks", "2", "--steps", "0", "--episodes", "1",
+                 "--checkpoint", "1"]) == 0
+    data = read_eval_json(run / "eval" / "test" / "eval.json")
+    assert data["run"]["iteration"] == 1 and data["run"]["checkpoint"].endswith("iter_000001.pt")
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["eval", "{run}", "--checkpoint", "7"], "has no checkpoint of iteration 7; it keeps 1, 2"),
     (["eval", "{tmp}/missing"], "run folder {tmp}/missing does not exist"),
     (["eval", "{run}", "--split", "ood"], "has no 'ood' split"),
     (["eval", "{run}", "--tasks", "{tmp}/none.json"], "cannot read task file"),

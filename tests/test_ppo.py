@@ -326,6 +326,12 @@ def test_learning_rate_schedules():
     assert [ppo_lr(linear, done, 10) for done in (0, 3, 9, 12)] == pytest.approx(
         [1e-3, 7e-4, 1e-4, 1e-4])
     assert ppo_lr(linear, 0, 1) == 1e-3  # a one-iteration run keeps lr
+    held = PPOOptions(lr=1e-3, lr_end=1e-4, lr_schedule="linear", lr_anneal_start=4)
+    assert [ppo_lr(held, done, 10) for done in (0, 3, 4, 7, 9, 12)] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 4.6e-4, 1e-4, 1e-4])
+    assert ppo_lr(held, 3, 4) == 1e-3  # annealing would start at or after the last iteration
+    with pytest.raises(ValueError, match="lr_anneal_start"):
+        PPOOptions(lr_anneal_start=5).validate()  # nothing anneals with the constant schedule
     optimizer = ppo_optimizer([torch.zeros(2, requires_grad=True)], linear)
     set_lr(optimizer, 5e-4)
     assert [group["lr"] for group in optimizer.param_groups] == [5e-4]

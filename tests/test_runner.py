@@ -424,6 +424,13 @@ def test_only_the_last_three_numbered_checkpoints_are_kept(tmp_path):
     assert [i for i, _ in numbered_checkpoints(run_dir / "checkpoints")] == [3, 4, 5]
 
 
+def test_keep_checkpoints_sets_how_many_and_zero_keeps_every_one(tmp_path):
+    run_dir = run(tmp_path / "two", "iterations=4", "checkpoint_every=1", "keep_checkpoints=2")
+    assert [i for i, _ in numbered_checkpoints(run_dir / "checkpoints")] == [3, 4]
+    run_dir = run(tmp_path / "all", "iterations=4", "checkpoint_every=1", "keep_checkpoints=0")
+    assert [i for i, _ in numbered_checkpoints(run_dir / "checkpoints")] == [1, 2, 3, 4]
+
+
 # ─── the command line ───────────────────────────────────────────────────────────────────────
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "cli"

@@ -310,8 +310,8 @@ def write_run_checkpoint(folder, iteration: int, payload: dict, keep: int = KEEP
                          ) -> Path:
     """Save ``payload`` atomically as ``folder/iter_<iteration>.pt``, point ``folder/latest.pt``
     at it (atomically: a hard link, or a copy where links are not supported), then delete
-    numbered checkpoints beyond the newest ``keep`` (``latest.pt`` keeps its data). Returns the
-    path of ``latest.pt``."""
+    numbered checkpoints beyond the newest ``keep`` (0: delete none; ``latest.pt`` keeps its
+    data). Returns the path of ``latest.pt``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = encode_checkpoint(payload)
@@ -320,6 +320,6 @@ def write_run_checkpoint(folder, iteration: int, payload: dict, keep: int = KEEP
     if not atomic_link(numbered, folder / LATEST_NAME):
         atomic_write_bytes(folder / LATEST_NAME, data)
     existing = numbered_checkpoints(folder)
-    for _, path in existing[:max(0, len(existing) - keep)]:
+    for _, path in existing[:max(0, len(existing) - keep)] if keep > 0 else ():
         path.unlink()
     return folder / LATEST_NAME

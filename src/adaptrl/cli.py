@@ -238,6 +238,10 @@ def _add_eval_parsers(sub) -> None:
                     help="also write a GIF per budget of the adapted policy on the first 3 "
                          "tasks, side by side (RUN_DIR/eval/<split>/videos/n<budget>.gif; "
                          "headless MuJoCo renders with MUJOCO_GL=egl)")
+    ev.add_argument("--checkpoint", type=_positive_int, default=None, metavar="ITERATION",
+                    help="evaluate the numbered checkpoint of this iteration "
+                         "(checkpoints/iter_<ITERATION>.pt; default: the latest; "
+                         "`--set keep_checkpoints=0` at training keeps every one)")
     ev.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     _add_backend_args(ev)
 
@@ -512,9 +516,21 @@ def cmd_eval(args) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise AdaptrlError(f"run folder {run_dir} does not exist")
-    sampler = _sampler_from_args(args, read_run_record(run_dir)["family"])
+    record = read_run_record(run_dir)
+    checkpoint = None
+    if args.checkpoint is not None:
+        from .checkpoint import numbered_checkpoints, numbered_name
+        from .runner import CHECKPOINT_DIR
+
+        checkpoint = run_dir / CHECKPOINT_DIR / numbered_name(args.checkpoint)
+        if not checkpoint.is_file():
+            kept = [str(i) for i, _ in numbered_checkpoints(run_dir / CHECKPOINT_DIR)]
+            raise AdaptrlError(f"run folder {run_dir} has no checkpoint of iteration "
+                               f"{args.checkpoint}; it keeps "
+                               f"{', '.join(kept) if kept else 'no numbered ones'}")
+    sampler = _sampler_from_args(args, record["family"])
     try:
-        return _evaluate_run(args, run_dir, *load_run(run_dir, sampler=sampler))
+        return _evaluate_run(args, run_dir, *load_run(run_dir, checkpoint, sampler=sampler))
     finally:
         sampler.close()
 

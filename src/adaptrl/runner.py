@@ -84,7 +84,7 @@ REFUSED_COLUMN = "nonfinite/refused"
 """1 in the row of an iteration refused for a NaN or infinity, else 0; the column appears with
 the first refusal (empty cells before it mean 0)."""
 
-RESUMABLE_FIELDS = ("iterations", "checkpoint_every", "max_refusals")
+RESUMABLE_FIELDS = ("iterations", "checkpoint_every", "keep_checkpoints", "max_refusals")
 """Config fields that ``--resume`` may change (they do not change what an iteration computes)."""
 
 
@@ -653,4 +653,5 @@ class _Trainer:
             "metrics_rows": self.log.rows, "metrics_columns": list(self.log.columns),
             "config": config_to_dict(self.config),
         }
-        write_run_checkpoint(self.run_dir / CHECKPOINT_DIR, iteration, payload)
+        write_run_checkpoint(self.run_dir / CHECKPOINT_DIR, iteration, payload,
+                             keep=self.config.keep_checkpoints)

@@ -53,6 +53,8 @@ class BaseConfig:
     iterations: int = option(100, "meta-training iterations", ge=1, le=10**8)
     checkpoint_every: int = option(10, "write a checkpoint every k iterations (and at the end)",
                                    ge=1, le=10**8)
+    keep_checkpoints: int = option(3, "numbered checkpoints kept in checkpoints/ (the newest; "
+                                      "0 keeps every one)", ge=0, le=10**8)
     max_refusals: int = option(5, "stop the run after this many consecutive iterations refused "
                                "for a NaN or infinity (in sampled data or an update)", ge=1,
                                le=10**6)

@@ -38,7 +38,7 @@ from .report_common import (
 )
 from .stats import ci95_half_width
 
-IGNORED_FIELDS = ("checkpoint_every", "max_refusals")
+IGNORED_FIELDS = ("checkpoint_every", "keep_checkpoints", "max_refusals")
 """Config fields that do not change what a run computes, so runs that differ in them still
 belong to one group."""
 

@@ -65,6 +65,8 @@ class PPOOptions:
     lr_schedule: Literal["constant", "linear"] = option(
         "constant", "constant: lr throughout; linear: from lr at the first iteration to lr_end "
         "at the last (`ppo_lr`)")
+    lr_anneal_start: int = option(0, "with lr_schedule linear: keep lr for this many iterations, "
+                                     "then anneal to lr_end at the last", ge=0, le=10**8)
     value_coef: float = option(0.5, "weight c₁ of the value loss (V − V_targ)²", ge=0, le=1e4)
     entropy_coef: float = option(0.0, "weight c₂ of the entropy bonus", ge=0, le=1e4)
     max_grad_norm: float = option(0.5, "clip the global gradient norm to this (0: no clipping)",
@@ -83,6 +85,9 @@ class PPOOptions:
         if self.lr_schedule == "constant" and self.lr_end != 0:
             raise ValueError(f"lr_end = {self.lr_end} has no effect with lr_schedule constant: "
                              f"set lr_schedule=linear to anneal lr to it")
+        if self.lr_schedule == "constant" and self.lr_anneal_start != 0:
+            raise ValueError(f"lr_anneal_start = {self.lr_anneal_start} has no effect with "
+                             f"lr_schedule constant: set lr_schedule=linear to anneal lr")
 
 
 # ── masked means ──────────────────────────────────────────────────────────────────────────────
@@ -182,11 +187,13 @@ def ppo_optimizer(params: Iterable[Tensor], options: PPOOptions) -> torch.optim.
 def ppo_lr(options: PPOOptions, done: int, total: int) -> float:
     """The learning rate of the iteration that follows ``done`` of ``total`` iterations:
     ``options.lr`` throughout with the constant schedule; with the linear one, ``lr`` at the
-    first iteration (done = 0), ``lr_end`` at the last (done = total − 1), linear in between.
+    first iteration (done = 0), ``lr_end`` at the last (done = total − 1), linear in between;
+    with ``lr_anneal_start`` = s > 0, ``lr`` up to done = s and linear from there to the last.
     A function of the iteration count only, so a resumed run continues the same schedule."""
-    if options.lr_schedule == "constant" or total <= 1:
+    start = min(options.lr_anneal_start, total - 1)
+    if options.lr_schedule == "constant" or total - 1 - start <= 0:
         return options.lr
-    fraction = min(max(done / (total - 1), 0.0), 1.0)
+    fraction = min(max((done - start) / (total - 1 - start), 0.0), 1.0)
     return options.lr + fraction * (options.lr_end - options.lr)
 
 
