@@ -1,7 +1,11 @@
-"""RL²'s (or SNAIL's) row of RL² Table 1 from a trained run, beside our classical baselines on the
-SAME tasks.
+"""RL²'s (or SNAIL's) row of RL² Table 1 (or Table 2) from a trained run, beside our classical
+baselines on the SAME tasks.
 
     python benchmarks/rl2_bandit_table.py RUN_DIR [RUN_DIR ...] [--tasks 1000]
+
+A run on ``tabular-mdp`` gets RL² Table 2's row instead: the tasks and rollout seed of
+``classical_tables.py``'s Table 2 (seed 0), beside Random, PSRL and greedy with the generator's
+prior N(1, 1) and with TabulaRL's N(0, 1) (the paper's columns), all run here again.
 
 Each run folder holds an `rl2` or `snail` run on a ``bandit-kK`` family whose
 ``trial_episodes`` is n. The tasks and the rollout seed of cell (n, k) are those of
@@ -21,9 +25,12 @@ import numpy as np
 import torch
 
 from adaptrl.algos.classical import (
+    PSRL,
     GittinsIndex,
     GreedyArm,
+    GreedyMDP,
     RandomArm,
+    RandomMDPPolicy,
     ThompsonSampling,
     run_baseline,
 )
@@ -44,6 +51,33 @@ def _cell(totals: np.ndarray, paper: float) -> str:
     return f"{totals.mean():.2f} ± {ci:.2f} ({paper})"
 
 
+TABLE2 = {  # RL² Table 2: n → Random, PSRL, Greedy, RL²
+    10: (100.1, 138.1, 134.8, 156.2), 25: (250.2, 408.8, 368.8, 445.7),
+    50: (499.7, 904.4, 769.3, 936.1), 75: (749.9, 1417.1, 1172.9, 1428.8),
+    100: (999.4, 1939.5, 1578.5, 1913.7),
+}
+
+
+def _learned_totals(algo, tasks, n: int, seed) -> np.ndarray:
+    with torch.no_grad():
+        trials = algo.sampler.sample(algo.policy.actor(), tasks, np.random.default_rng(seed),
+                                     1, trial_episodes=n)
+    return trials.trial_episode_returns().sum(-1).flatten().double().numpy()
+
+
+def mdp_row(algo, n: int, count: int) -> str:
+    """RL² Table 2's row n: Random | PSRL | Greedy | Greedy μ₀=0 | method | ours."""
+    family = algo.family
+    tasks = family.sample(count, np.random.default_rng([0, 2]))
+    seed = [0, 7, n]
+    random_, psrl, greedy, learned = TABLE2.get(n, (float("nan"),) * 4)
+    row = [run_baseline(policy, family, tasks, n, np.random.default_rng(seed))
+           for policy in (RandomMDPPolicy(), PSRL(), GreedyMDP(), GreedyMDP(prior_mean=0.0))]
+    cells = [_cell(t, p) for t, p in zip(row, (random_, psrl, greedy, greedy))]
+    return (f"| {n} | " + " | ".join(cells) + f" | {algo.name} | "
+            f"{_cell(_learned_totals(algo, tasks, n, seed), learned)} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
@@ -57,6 +91,13 @@ def main(argv=None):
         start = time.perf_counter()
         algo, config, info = load_run(run)
         family, n = algo.family, config.trial_episodes
+        if family.name == "tabular-mdp":
+            print("\n| n | Random | PSRL | Greedy | Greedy, prior N(0,1) | method | ours |\n"
+                  "|---|---|---|---|---|---|---|")
+            print(mdp_row(algo, n, args.tasks))
+            print(f"(iteration {info['iteration']}, trained {info['elapsed_s']:.0f} s, table "
+                  f"{time.perf_counter() - start:.0f} s)\n")
+            continue
         k = family.act_dim
         tasks = family.sample(args.tasks, np.random.default_rng([0, n, k]))
         seed = [0, 7, n, k]
@@ -67,10 +108,7 @@ def main(argv=None):
         row = [run_baseline(policy, family, tasks, n, np.random.default_rng(seed))
                for policy in (RandomArm(k), GreedyArm(k), ThompsonSampling(k),
                               GittinsIndex(k, horizon=n))]
-        with torch.no_grad():
-            trials = algo.sampler.sample(algo.policy.actor(), tasks, np.random.default_rng(seed),
-                                         1, trial_episodes=n)
-        rl2 = trials.trial_episode_returns().sum(-1).flatten().double().numpy()
+        rl2 = _learned_totals(algo, tasks, n, seed)
         cells = ([_cell(t, p) for t, p in zip(row, paper[:4])]
                  + [algo.name, _cell(rl2, paper[4])])
         print(f"| {n}, {k} | " + " | ".join(cells) +
