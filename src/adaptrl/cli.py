@@ -511,23 +511,14 @@ def cmd_normalizer(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
-    from .runner import load_run, read_run_record
+    from .runner import load_run, read_run_record, run_checkpoint
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise AdaptrlError(f"run folder {run_dir} does not exist")
     record = read_run_record(run_dir)
-    checkpoint = None
-    if args.checkpoint is not None:
-        from .checkpoint import numbered_checkpoints, numbered_name
-        from .runner import CHECKPOINT_DIR
-
-        checkpoint = run_dir / CHECKPOINT_DIR / numbered_name(args.checkpoint)
-        if not checkpoint.is_file():
-            kept = [str(i) for i, _ in numbered_checkpoints(run_dir / CHECKPOINT_DIR)]
-            raise AdaptrlError(f"run folder {run_dir} has no checkpoint of iteration "
-                               f"{args.checkpoint}; it keeps "
-                               f"{', '.join(kept) if kept else 'no numbered ones'}")
+    checkpoint = (None if args.checkpoint is None
+                  else run_checkpoint(run_dir, args.checkpoint))
     sampler = _sampler_from_args(args, record["family"])
     try:
         return _evaluate_run(args, run_dir, *load_run(run_dir, checkpoint, sampler=sampler))

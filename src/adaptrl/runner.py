@@ -48,7 +48,13 @@ import yaml
 from . import __version__
 from .algos import MetaAlgorithm, get_algorithm
 from .atomic import atomic_write_text, output_problem, remove_stale_temporaries
-from .checkpoint import latest_checkpoint, load_checkpoint, write_run_checkpoint
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    numbered_checkpoints,
+    numbered_name,
+    write_run_checkpoint,
+)
 from .config import (
     apply_overrides,
     config_differences,
@@ -220,6 +226,18 @@ def load_run(run_dir, checkpoint=None, sampler: Sampler | None = None
             "iteration": payload["iteration"], "elapsed_s": payload["elapsed_s"],
             "checkpoint": path}
     return algo, config, info
+
+
+def run_checkpoint(run_dir, iteration: int) -> Path:
+    """The numbered checkpoint of ``iteration`` in ``run_dir`` (for `load_run`); a one-line
+    error listing the iterations kept when there is none."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    path = folder / numbered_name(iteration)
+    if not path.is_file():
+        kept = [str(i) for i, _ in numbered_checkpoints(folder)]
+        raise AdaptrlError(f"run folder {run_dir} has no checkpoint of iteration {iteration}; "
+                           f"it keeps {', '.join(kept) if kept else 'no numbered ones'}")
+    return path
 
 
 def read_run_record(run_dir) -> dict:
