@@ -117,3 +117,38 @@ def test_budgets_without_zero_are_served():
     tasks = algo.family.split("test", 2, np.random.default_rng(0))
     adapted = algo.adapt(tasks, [3, 1], np.random.default_rng(1))
     assert [a.samples.tolist() for a in adapted] == [[3, 3], [1, 1]]
+
+
+@pytest.mark.parametrize("network", ["gru", "snail"])
+def test_a_separate_critic_keeps_the_value_loss_out_of_the_policy(network):
+    """value_network=separate: the policy network has no value head, V comes from a critic of
+    the same shape, its gradient never reaches the policy's parameters, one update moves
+    both, and a checkpoint round trip restores the critic."""
+    algo = _rl2("bandit-k5", "value_network=separate", f"network={network}")
+    assert not algo.policy.value_head and algo.critic.value_head
+    assert type(algo.critic) is type(algo.policy)
+    trials = algo.rollout(algo.policy.actor(), algo.family.sample(4, np.random.default_rng(0)),
+                          np.random.default_rng(1), 2, trial_episodes=algo.config.trial_episodes)
+    inputs = algo.policy.inputs(trials.obs, trials)
+    _, _, values = algo._evaluate(inputs, trials.actions)
+    assert values.shape == trials.mask.shape
+    grads = torch.autograd.grad(values.sum(), list(algo.policy.parameters()),
+                                allow_unused=True)
+    assert all(g is None for g in grads)
+    before = [p.detach().clone() for p in (*algo.policy.parameters(),
+                                          *algo.critic.parameters())]
+    metrics = algo.train_step(np.random.default_rng(2))
+    assert metrics["ppo/updates"] > 0 and metrics["ppo/value_loss"] > 0
+    n = len(list(algo.policy.parameters()))
+    after = [p.detach() for p in (*algo.policy.parameters(), *algo.critic.parameters())]
+    assert any(not torch.equal(a, b) for a, b in zip(before[:n], after[:n]))
+    assert any(not torch.equal(a, b) for a, b in zip(before[n:], after[n:]))
+    copy = _rl2("bandit-k5", "value_network=separate", f"network={network}", seed=5)
+    copy.load_state_dict(algo.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(copy.critic.parameters(),
+                                                 algo.critic.parameters()))
+
+
+def test_separate_critic_resume_is_exact(tmp_path):
+    assert_resume_is_exact(tmp_path, "rl2", "bandit-k5", first=1, total=3,
+                           overrides=["value_network=separate"])

@@ -57,12 +57,13 @@ def reproducible(rows):
     return [{k: v for k, v in row.items() if not is_timing_column(k)} for row in rows]
 
 
-def assert_resume_is_exact(tmp_path, algo, family, first, total, checkpoint_every=1):
+def assert_resume_is_exact(tmp_path, algo, family, first, total, checkpoint_every=1,
+                           overrides=()):
     """A run of ``total`` iterations and one of ``first`` resumed to ``total`` (smoke preset,
-    same seed) write the same metrics, wall-clock columns aside."""
+    same seed, extra ``overrides``) write the same metrics, wall-clock columns aside."""
     def train_smoke(out, iterations, resume=False):
         return train(algo, family, preset="smoke",
-                     overrides=[f"iterations={iterations}",
+                     overrides=[*overrides, f"iterations={iterations}",
                                 f"checkpoint_every={checkpoint_every}"],
                      out=out, resume=resume, progress=False)
 

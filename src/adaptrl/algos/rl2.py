@@ -12,8 +12,9 @@ One meta-iteration:
      from h_0, so no truncated backpropagation through time is needed.
 
 The paper trained with TRPO; PPO is what RL² is trained with today (Meta-World, garage, varibad;
-../shared/references/blackbox.md §2). Policy and value share the GRU (two linear heads); RL²
-used a separate baseline network of the same shape. Discrete families get a categorical head
+../shared/references/blackbox.md §2). By default policy and value share the GRU (two linear
+heads); ``value_network=separate`` gives the value function its own network of the same shape,
+as RL²'s baseline was. Discrete families get a categorical head
 over one-hot actions, continuous ones a Gaussian head.
 
 Meta-test (`adapt`): a budget n is the number of episodes already in the trial. One trial of
@@ -63,6 +64,10 @@ class RL2Config(PPOOptions, BaseConfig):
     minibatches: int = option(4, "PPO minibatches of whole trials per epoch", ge=1, le=10**6)
     ppo_epochs: int = option(4, "PPO epochs per meta-iteration", ge=1, le=10**4)
     entropy_coef: float = option(0.01, "PPO entropy bonus weight", ge=0, le=1e4)
+    value_network: Literal["shared", "separate"] = option(
+        "shared", "shared: the value head sits on the policy's network; separate: the value "
+        "function has its own network of the same shape (RL² App. A), so the value loss no "
+        "longer shapes the policy's memory")
     reward_scale: float = option(1.0, "rewards are multiplied by this for the value targets and "
                                       "advantages (the policy still reads the raw reward); "
                                       "keeps the value loss from swamping the shared network "
@@ -91,19 +96,36 @@ class RL2(MetaAlgorithm):
 
     def __init__(self, family, config: RL2Config, sampler=None):
         super().__init__(family, config, sampler)
+        separate = config.value_network == "separate"
+        self.policy = self._network(value_head=not separate)
+        # RL² App. A: a baseline network of the policy's shape, trained on the value loss only
+        self.critic = self._network(value_head=True) if separate else None
+        parameters = list(self.policy.parameters())
+        if self.critic is not None:
+            parameters += list(self.critic.parameters())
+        self.optimizer = ppo_optimizer(parameters, config)
+
+    def _network(self, value_head: bool):
+        """The configured network (GRU or SNAIL, the family's action head)."""
+        config, family = self.config, self.family
         hidden = int(config.hidden_sizes[0])
         if config.network == "snail":  # its context spans the whole trial
-            self.policy = SNAILPolicy(
+            return SNAILPolicy(
                 family.obs_dim, family.act_dim, max_length=config.trial_episodes * self.horizon,
-                head="categorical" if family.discrete_actions else "gaussian", value_head=True,
-                init_log_std=config.init_log_std, filters=hidden)
-        elif family.discrete_actions:
-            self.policy = CategoricalGRUPolicy(family.obs_dim, family.act_dim, hidden,
-                                               value_head=True)
-        else:
-            self.policy = GaussianGRUPolicy(family.obs_dim, family.act_dim, hidden,
-                                            config.init_log_std, value_head=True)
-        self.optimizer = ppo_optimizer(self.policy.parameters(), config)
+                head="categorical" if family.discrete_actions else "gaussian",
+                value_head=value_head, init_log_std=config.init_log_std, filters=hidden)
+        if family.discrete_actions:
+            return CategoricalGRUPolicy(family.obs_dim, family.act_dim, hidden,
+                                        value_head=value_head)
+        return GaussianGRUPolicy(family.obs_dim, family.act_dim, hidden, config.init_log_std,
+                                 value_head=value_head)
+
+    def _evaluate(self, inputs, actions):
+        """log π, entropy and V on ``inputs`` (V from the separate critic when there is one)."""
+        log_prob, entropy, values = self.policy.evaluate(inputs, actions)
+        if self.critic is not None:
+            values = self.critic.values(inputs)
+        return log_prob, entropy, values
 
     # ── one meta-iteration ──
     def train_step(self, rng):
@@ -120,7 +142,7 @@ class RL2(MetaAlgorithm):
         cfg = self.config
         inputs = self.policy.inputs(trials.obs, trials)
         with torch.no_grad():
-            old_log_prob, _, values = self.policy.evaluate(inputs, trials.actions)
+            old_log_prob, _, values = self._evaluate(inputs, trials.actions)
         values = values * trials.mask
         scaled = dataclasses.replace(trials, rewards=trials.rewards * cfg.reward_scale)
         advantages = scaled.gae(values, cfg.gamma, cfg.gae_lambda)  # across the whole trial
@@ -129,7 +151,7 @@ class RL2(MetaAlgorithm):
 
         def loss_terms(rows):  # re-unroll the selected trials from h_0
             *row_inputs, actions = (select_rows(x, rows, lead=1)[None] for x in by_row)
-            log_prob, entropy, row_values = self.policy.evaluate(tuple(row_inputs), actions)
+            log_prob, entropy, row_values = self._evaluate(tuple(row_inputs), actions)
             return log_prob, row_values, entropy
 
         generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
@@ -169,11 +191,16 @@ class RL2(MetaAlgorithm):
 
     # ── checkpoints ──
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "iteration": self.iteration}
+        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "iteration": self.iteration}
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
 

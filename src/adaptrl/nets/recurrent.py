@@ -166,6 +166,12 @@ class GRUPolicy(ActionHead, nn.Module):
                   if self.value_head else None)
         return self._log_prob(out, log_std, actions), self._entropy(out, log_std), values
 
+    def values(self, inputs, params: Params | None = None) -> torch.Tensor:
+        """V(h_t) ``[T, N, L]`` alone, one unroll (needs ``value_head``; a separate critic)."""
+        params = self.params() if params is None else params
+        states = self.unroll(inputs, params)
+        return _linear(states, params["value.weight"], params["value.bias"]).squeeze(-1)
+
     def actor(self, params: Params | None = None, deterministic: bool = False) -> GRUActor:
         """The policy the sampler drives (one GRU step per time step, state ``[T, N, hidden]``)."""
         return GRUActor(self, params, deterministic)

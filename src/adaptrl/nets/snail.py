@@ -251,6 +251,12 @@ class SNAILPolicy(ActionHead, nn.Module):
         values = self.value_output(f, params) if self.value_head else None
         return self._log_prob(out, log_std, actions), self._entropy(out, log_std), values
 
+    def values(self, inputs, params: Params | None = None) -> torch.Tensor:
+        """V(f_t) ``[T, N, L]`` alone, one causal pass (needs ``value_head``; a separate
+        critic)."""
+        params = self.params() if params is None else params
+        return self.value_output(self.features(inputs, params), params)
+
     # ── the actor's cache ──
     def initial_state(self, num_envs, dtype=torch.float32) -> dict:
         """The cache at the start of a trial for ``num_envs`` = ``(T, N)`` (module docstring)."""
