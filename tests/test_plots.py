@@ -82,6 +82,33 @@ def test_compare_plot_colours_bands_oracle_and_legend(entries, monkeypatch):
     _assert_plain_text(figures[0])
 
 
+def test_sample_axis_turns_logarithmic_only_over_a_wide_range():
+    assert report.sample_axis_linthresh([0, 100, 2000, 4000]) == 100
+    assert report.sample_axis_linthresh([0, 100, 1500]) is None  # 15×: linear
+    assert report.sample_axis_linthresh([0, 0, math.nan]) is None
+
+
+def test_compare_of_different_budget_units_puts_one_episode_beside_thousands_of_samples(
+        entries, monkeypatch):
+    """RL² (one budget = one episode of 100 steps) beside MAML (2000 samples a step): against
+    samples per task, on a symlog axis, so neither curve sits on x = 0."""
+    rl2 = entries[2].result
+    rl2["budget_unit"] = "episodes in the trial"
+    for task in rl2["tasks"]:
+        task["samples"] = [0, 100, 200]
+    for task in entries[0].result["tasks"] + entries[1].result["tasks"]:
+        task["samples"] = [0, 2000, 4000]
+    figures = _figure(monkeypatch, report)
+    report.plot_compare(entries, "test", "unused.png")
+    ax = figures[0].axes[0]
+    assert ax.get_xscale() == "symlog" and ax.get_xlabel().startswith(
+        "adaptation samples per task (log scale above 100")
+    curves = [line for line in ax.lines if not line.get_label().startswith("_")
+              and "oracle" not in line.get_label()]
+    assert sorted(float(line.get_xdata()[-1]) for line in curves) == [200, 4000, 4000]
+    _assert_plain_text(figures[0])
+
+
 def test_worst_gap_plot_names_each_run_and_line_style_once(entries, monkeypatch):
     figures = _figure(monkeypatch, gap_report)
     gap_report.plot_worst_gap(entries, "test", "unused.png")

@@ -194,11 +194,28 @@ def _draw_curve(ax, result: dict, label: str, color, oracle_label: str = "oracle
         ax.axhline(s["oracle_mean"], label=oracle_label, **style)
 
 
+def sample_axis_linthresh(samples) -> float | None:
+    """Where a samples-per-task axis should turn logarithmic: the smallest positive sample
+    count, when the positive counts span 20× or more (a black-box method's one episode beside
+    MAML's thousands of samples per step would otherwise sit on x = 0); None keeps it linear."""
+    positive = [float(s) for s in samples if s > 0]
+    if not positive or max(positive) < 20 * min(positive):
+        return None
+    return min(positive)
+
+
 def _finish_curve_axes(ax, steps, unit: str = "adaptation steps") -> None:
+    """Labels, grid and legend; ``steps``: the x values drawn (budgets, or sample counts when
+    ``unit`` is adaptation samples per task, which may turn the axis logarithmic)."""
     ax.set_xlabel(unit)
     ax.set_ylabel("mean return per episode")
     if unit != "adaptation samples per task":
         ax.set_xticks(sorted(set(int(n) for n in steps)))
+    else:
+        linthresh = sample_axis_linthresh(steps)
+        if linthresh is not None:  # 0 stays linear, the rest logarithmic
+            ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+            ax.set_xlabel(f"{unit} (log scale above {format_number(linthresh)})")
     ax.grid(True, alpha=0.3)
     add_legend(ax)
 
@@ -387,8 +404,9 @@ def plot_compare(entries: list[CompareEntry], split: str, path) -> Path:
                     oracle_dashes=None if result["summary"]["oracle_mean"] is None
                     else next(dashes))
     ax.set_title(f"{entries[0].result['family']} ({split})")
-    _finish_curve_axes(ax, [n for e in entries for n in e.result["steps"]],
-                       "adaptation samples per task" if by_samples else units.pop())
+    xs = [x for e in entries
+          for x in (_budget_stats(e.result, "samples") if by_samples else e.result["steps"])]
+    _finish_curve_axes(ax, xs, "adaptation samples per task" if by_samples else units.pop())
     return save_png(fig, path)
 
 
