@@ -65,8 +65,9 @@ class PPOOptions:
     lr_schedule: Literal["constant", "linear"] = option(
         "constant", "constant: lr throughout; linear: from lr at the first iteration to lr_end "
         "at the last (`ppo_lr`)")
-    lr_anneal_start: int = option(0, "with lr_schedule linear: keep lr for this many iterations, "
-                                     "then anneal to lr_end at the last", ge=0, le=10**8)
+    lr_anneal_start: int = option(0, "with lr_schedule linear: anneal only once this many "
+                                     "iterations are done, from lr at the next one to lr_end "
+                                     "at the last", ge=0, le=10**8)
     value_coef: float = option(0.5, "weight c₁ of the value loss (V − V_targ)²", ge=0, le=1e4)
     entropy_coef: float = option(0.0, "weight c₂ of the entropy bonus", ge=0, le=1e4)
     max_grad_norm: float = option(0.5, "clip the global gradient norm to this (0: no clipping)",
