@@ -10,6 +10,7 @@ import torch
 
 from adaptrl.algos import get_algorithm
 from adaptrl.config import make_config
+from adaptrl.errors import AdaptrlError
 from adaptrl.eval import evaluate
 from adaptrl.runner import load_run, train
 from adaptrl.sampling import ContinueTrial
@@ -152,3 +153,37 @@ def test_a_separate_critic_keeps_the_value_loss_out_of_the_policy(network):
 def test_separate_critic_resume_is_exact(tmp_path):
     assert_resume_is_exact(tmp_path, "rl2", "bandit-k5", first=1, total=3,
                            overrides=["value_network=separate"])
+
+
+@pytest.mark.parametrize("network", ["gru", "snail"])
+def test_value_time_feeds_the_critic_alone_the_step_s_place_in_the_trial(network):
+    """value_time: the critic reads t / (trial_episodes × horizon) after the observation (t the
+    unmasked steps before), the policy reads what it read before, and V depends on t."""
+    algo = _rl2("tabular-mdp", "value_network=separate", "value_time=true",
+                f"network={network}", "trial_episodes=3")
+    plain = _rl2("tabular-mdp", "value_network=separate", f"network={network}",
+                 "trial_episodes=3")
+    obs_dim, length = algo.family.obs_dim, 3 * algo.horizon
+    trials = algo.rollout(algo.policy.actor(), algo.family.sample(2, np.random.default_rng(0)),
+                          np.random.default_rng(1), 2, trial_episodes=3)
+    inputs = algo.policy.inputs(trials.obs, trials)
+    assert inputs[0].shape[-1] == obs_dim  # the policy's inputs are unchanged
+    assert all(torch.equal(a, b) for a, b in zip(inputs, plain.policy.inputs(trials.obs, trials)))
+    obs, *rest = algo.critic_inputs(inputs)
+    assert obs.shape[-1] == obs_dim + 1 and torch.equal(obs[..., :obs_dim], inputs[0])
+    assert trials.mask.shape[-1] == length and bool(trials.mask.all())  # no early ends here
+    expected = torch.arange(length, dtype=obs.dtype) / length
+    assert torch.allclose(obs[..., -1], expected.expand_as(obs[..., -1]))
+    assert all(a is b for a, b in zip(rest, inputs[1:]))
+    shifted = (obs.clone(), *rest)
+    shifted[0][..., -1] = 0.5
+    with torch.no_grad():
+        assert not torch.allclose(algo.critic.values(tuple(shifted)),
+                                  algo.critic.values((obs, *rest)))
+    metrics = algo.train_step(np.random.default_rng(2))
+    assert metrics["ppo/updates"] > 0
+
+
+def test_value_time_on_the_shared_network_is_a_one_line_error():
+    with pytest.raises(AdaptrlError, match="value_time needs value_network=separate"):
+        _rl2("bandit-k5", "value_time=true")

@@ -68,10 +68,21 @@ class RL2Config(PPOOptions, BaseConfig):
         "shared", "shared: the value head sits on the policy's network; separate: the value "
         "function has its own network of the same shape (RL² App. A), so the value loss no "
         "longer shapes the policy's memory")
+    value_time: bool = option(
+        False, "with value_network separate: the value network also reads the step's place in "
+        "the trial, t / (trial_episodes × horizon), a baseline feature the policy never sees "
+        "(as rllab's time-feature baselines); the value of a long trial depends mostly on the "
+        "steps left, which a recurrent net otherwise has to count")
     reward_scale: float = option(1.0, "rewards are multiplied by this for the value targets and "
                                       "advantages (the policy still reads the raw reward); "
                                       "keeps the value loss from swamping the shared network "
                                       "when trial returns are large", gt=0, le=1e6)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.value_time and self.value_network != "separate":
+            raise ValueError("value_time needs value_network=separate: on the shared network "
+                             "the policy would read the time too")
 
 
 class RL2(MetaAlgorithm):
@@ -99,33 +110,45 @@ class RL2(MetaAlgorithm):
         separate = config.value_network == "separate"
         self.policy = self._network(value_head=not separate)
         # RL² App. A: a baseline network of the policy's shape, trained on the value loss only
-        self.critic = self._network(value_head=True) if separate else None
+        self.critic = (self._network(value_head=True, extra_obs=int(config.value_time))
+                       if separate else None)
         parameters = list(self.policy.parameters())
         if self.critic is not None:
             parameters += list(self.critic.parameters())
         self.optimizer = ppo_optimizer(parameters, config)
 
-    def _network(self, value_head: bool):
-        """The configured network (GRU or SNAIL, the family's action head)."""
+    def _network(self, value_head: bool, extra_obs: int = 0):
+        """The configured network (GRU or SNAIL, the family's action head), reading
+        ``extra_obs`` features after the observation."""
         config, family = self.config, self.family
-        hidden = int(config.hidden_sizes[0])
+        hidden, obs_dim = int(config.hidden_sizes[0]), family.obs_dim + extra_obs
         if config.network == "snail":  # its context spans the whole trial
             return SNAILPolicy(
-                family.obs_dim, family.act_dim, max_length=config.trial_episodes * self.horizon,
+                obs_dim, family.act_dim, max_length=config.trial_episodes * self.horizon,
                 head="categorical" if family.discrete_actions else "gaussian",
                 value_head=value_head, init_log_std=config.init_log_std, filters=hidden)
         if family.discrete_actions:
-            return CategoricalGRUPolicy(family.obs_dim, family.act_dim, hidden,
-                                        value_head=value_head)
-        return GaussianGRUPolicy(family.obs_dim, family.act_dim, hidden, config.init_log_std,
+            return CategoricalGRUPolicy(obs_dim, family.act_dim, hidden, value_head=value_head)
+        return GaussianGRUPolicy(obs_dim, family.act_dim, hidden, config.init_log_std,
                                  value_head=value_head)
 
     def _evaluate(self, inputs, actions):
         """log π, entropy and V on ``inputs`` (V from the separate critic when there is one)."""
         log_prob, entropy, values = self.policy.evaluate(inputs, actions)
         if self.critic is not None:
-            values = self.critic.values(inputs)
+            values = self.critic.values(self.critic_inputs(inputs))
         return log_prob, entropy, values
+
+    def critic_inputs(self, inputs: tuple) -> tuple:
+        """The policy's ``inputs`` (observations first, the step mask last), with the step's
+        place in the trial, t / (trial_episodes × horizon), after the observation when
+        ``value_time`` is set (t counts the unmasked steps before it)."""
+        if not self.config.value_time:
+            return inputs
+        obs, *rest, mask = inputs
+        length = self.config.trial_episodes * self.horizon
+        t = (mask.cumsum(-1) - mask).clamp(min=0) / length
+        return (torch.cat([obs, t[..., None].to(obs.dtype)], -1), *rest, mask)
 
     # ── one meta-iteration ──
     def train_step(self, rng):
