@@ -167,8 +167,12 @@ def test_value_time_feeds_the_critic_alone_the_step_s_place_in_the_trial(network
     trials = algo.rollout(algo.policy.actor(), algo.family.sample(2, np.random.default_rng(0)),
                           np.random.default_rng(1), 2, trial_episodes=3)
     inputs = algo.policy.inputs(trials.obs, trials)
-    assert inputs[0].shape[-1] == obs_dim  # the policy's inputs are unchanged
-    assert all(torch.equal(a, b) for a, b in zip(inputs, plain.policy.inputs(trials.obs, trials)))
+    assert inputs[0].shape[-1] == obs_dim
+    # the policy network is built exactly as without value_time; only the critic grows an input
+    assert ([p.shape for p in algo.policy.parameters()]
+            == [p.shape for p in plain.policy.parameters()])
+    assert ([p.shape for p in algo.critic.parameters()]
+            != [p.shape for p in plain.critic.parameters()])
     obs, *rest = algo.critic_inputs(inputs)
     assert obs.shape[-1] == obs_dim + 1 and torch.equal(obs[..., :obs_dim], inputs[0])
     assert trials.mask.shape[-1] == length and bool(trials.mask.all())  # no early ends here

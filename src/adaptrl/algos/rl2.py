@@ -147,7 +147,7 @@ class RL2(MetaAlgorithm):
             return inputs
         obs, *rest, mask = inputs
         length = self.config.trial_episodes * self.horizon
-        t = (mask.cumsum(-1) - mask).clamp(min=0) / length
+        t = (mask.cumsum(-1) - mask) / length  # unmasked steps before this one
         return (torch.cat([obs, t[..., None].to(obs.dtype)], -1), *rest, mask)
 
     # ── one meta-iteration ──
